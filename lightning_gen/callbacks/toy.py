@@ -1,0 +1,146 @@
+"""Callbacks for toy mixtures: mode-coverage metrics and a scatter of samples over the true modes."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import lightning as L
+import numpy as np
+import torch
+from torch import Tensor
+
+from lightning_gen.callbacks.image_logging import log_image
+from lightning_gen.metrics.toy import ToyModeMetrics
+
+__all__ = ["ToyMetricsCallback", "ToyScatterCallback"]
+
+
+def _mixture_of(trainer: L.Trainer, modes: Optional[Tensor], std: Optional[float]) -> tuple[Tensor, float]:
+    if modes is not None and std is not None:
+        return torch.as_tensor(modes, dtype=torch.float32), float(std)
+    mixture = getattr(trainer.datamodule, "mixture", None) if trainer.datamodule is not None else None
+    if mixture is None:
+        raise ValueError(
+            "The toy callbacks need the true mixture: use ToyGaussiansDataModule, or pass `modes` and `std`."
+        )
+    return mixture.modes, mixture.std
+
+
+def _sample_in_chunks(pl_module: L.LightningModule, n: int, chunk: int = 4096) -> Tensor:
+    return torch.cat([pl_module.sample(min(chunk, n - i)) for i in range(0, n, chunk)])
+
+
+class ToyMetricsCallback(L.Callback):
+    """After each validation and test epoch, draws ``num_samples`` with ``sample()`` and logs modes covered, % HQ
+    samples and reverse KL (keys ``<stage>/modes_covered``, ``<stage>/hq_percent``, ``<stage>/reverse_kl``).
+
+    Under DDP each rank draws its share and the counts are summed, so every rank logs the same numbers.
+    """
+
+    def __init__(
+        self,
+        num_samples: int = 2500,
+        num_std: float = 3.0,
+        min_count: int = 20,
+        modes: Optional[Tensor] = None,
+        std: Optional[float] = None,
+    ) -> None:
+        super().__init__()
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        self.num_samples = num_samples
+        self.num_std = num_std
+        self.min_count = min_count
+        self._modes, self._std = modes, std
+        self.last: dict[str, float] = {}
+
+    def _run(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if trainer.sanity_checking:
+            return
+        modes, std = _mixture_of(trainer, self._modes, self._std)
+        metric = ToyModeMetrics(modes, std, self.num_std, self.min_count).to(pl_module.device)
+        world, rank = trainer.world_size, trainer.global_rank
+        share = self.num_samples // world + (1 if rank < self.num_samples % world else 0)
+        if share:
+            metric.update(_sample_in_chunks(pl_module, share))
+        values = metric.compute()
+        self.last = {k: float(v) for k, v in values.items()}
+        pl_module.log_dict({f"{stage}/{k}": v for k, v in values.items()}, sync_dist=False, rank_zero_only=False)
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Evaluate after validation."""
+        self._run(trainer, pl_module, "val")
+
+    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Evaluate after testing."""
+        self._run(trainer, pl_module, "test")
+
+
+class ToyScatterCallback(L.Callback):
+    """Every ``every_n_epochs`` training epochs, logs a scatter of samples over the true modes, drawn on a heat map
+    of the discriminator's score when the module has ``discriminate(x)``."""
+
+    def __init__(
+        self,
+        every_n_epochs: int = 1,
+        num_samples: int = 2500,
+        resolution: int = 100,
+        modes: Optional[Tensor] = None,
+        std: Optional[float] = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if every_n_epochs < 1:
+            raise ValueError(f"every_n_epochs must be >= 1, got {every_n_epochs}")
+        self.every_n_epochs = every_n_epochs
+        self.num_samples = num_samples
+        self.resolution = resolution
+        self._modes, self._std = modes, std
+        self.seed = seed
+
+    def render(self, pl_module: L.LightningModule, modes: Tensor) -> np.ndarray:
+        """Draw the picture and return it as an ``(H, W, 3)`` uint8 array."""
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        from matplotlib.figure import Figure
+
+        samples = pl_module.sample(self.num_samples, generator=torch.Generator().manual_seed(self.seed)).cpu()
+        samples = samples.reshape(samples.shape[0], -1)
+        modes = modes.cpu()
+        fig = Figure(figsize=(5, 5), dpi=100)
+        ax = fig.add_subplot()
+        if modes.shape[1] == 1:
+            ax.hist(samples[:, 0].numpy(), bins=100, density=True, alpha=0.6, label="samples")
+            ax.vlines(modes[:, 0].numpy(), 0, ax.get_ylim()[1], colors="k", linestyles="dashed", label="modes")
+        else:
+            pts = torch.cat([samples[:, :2], modes[:, :2]])
+            lo, hi = pts.min(0).values, pts.max(0).values
+            pad = 0.1 * (hi - lo).clamp_min(1e-3)
+            lo, hi = lo - pad, hi + pad
+            if hasattr(pl_module, "discriminate") and modes.shape[1] == 2:
+                xs = torch.linspace(lo[0], hi[0], self.resolution)
+                ys = torch.linspace(lo[1], hi[1], self.resolution)
+                gx, gy = torch.meshgrid(xs, ys, indexing="xy")
+                grid = torch.stack([gx.reshape(-1), gy.reshape(-1)], dim=1)
+                score = pl_module.discriminate(grid).float().cpu().reshape(self.resolution, self.resolution)
+                mesh = ax.pcolormesh(gx.numpy(), gy.numpy(), score.numpy(), shading="auto", cmap="viridis")
+                fig.colorbar(mesh, ax=ax, label="discriminator score")
+            ax.scatter(samples[:, 0], samples[:, 1], s=2, c="white", edgecolors="none", alpha=0.7, label="samples")
+            ax.scatter(modes[:, 0], modes[:, 1], s=30, c="red", marker="x", label="modes")
+            ax.set_xlim(lo[0], hi[0])
+            ax.set_ylim(lo[1], hi[1])
+            ax.set_aspect("equal")
+        ax.set_title(f"samples, generator step {pl_module.trainer.global_step}")
+        ax.legend(loc="upper right", fontsize=7)
+        fig.tight_layout()
+        canvas = fig.canvas
+        canvas.draw()
+        return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Log the picture on rank zero every ``every_n_epochs`` epochs."""
+        if (trainer.current_epoch + 1) % self.every_n_epochs != 0 or not trainer.is_global_zero:
+            return
+        modes, _ = _mixture_of(trainer, self._modes, self._std)
+        log_image(trainer, "toy/samples", self.render(pl_module, modes))
