@@ -38,7 +38,7 @@ class GenerativeModule(L.LightningModule):
 
     def __init__(self) -> None:
         super().__init__()
-        self._pending_rng_states: Optional[list[dict[str, Any]]] = None
+        self._rng_restored = False
 
     def sample(self, num_samples: int, generator: Optional[torch.Generator] = None, **condition: Any) -> Tensor:
         """Draw ``num_samples`` samples of the data's shape; a seeded ``generator`` makes them reproducible."""
@@ -61,17 +61,21 @@ class GenerativeModule(L.LightningModule):
         checkpoint[_RNG_KEY] = states
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Keep the stored RNG states; they are applied when training restarts (``on_train_start``)."""
-        self._pending_rng_states = checkpoint.get(_RNG_KEY)
+        """When resuming a fit, restore this rank's RNG state (before the data loaders draw their order)."""
+        states = checkpoint.get(_RNG_KEY)
+        self._rng_restored = False
+        if self._trainer is None or self.trainer.state.fn != "fit" or not states:
+            return
+        if len(states) == self.trainer.world_size:
+            _set_rng_state(states[self.global_rank])
+            self._rng_restored = True
 
     def on_train_start(self) -> None:
-        """Restore this rank's RNG state from a checkpoint, or decorrelate ranks' noise on a fresh DDP run."""
-        states, self._pending_rng_states = self._pending_rng_states, None
-        if states and self.global_rank < len(states) and len(states) == self.trainer.world_size:
-            _set_rng_state(states[self.global_rank])
-        elif self.trainer.world_size > 1:
+        """On a fresh multi-process fit, give each rank its own noise stream."""
+        if self.trainer.world_size > 1 and not self._rng_restored:
             # Lightning seeds every rank alike; without an offset all ranks would draw the same noise.
             torch.manual_seed((torch.initial_seed() + 1_000_003 * self.global_rank) % 2**63)
+        self._rng_restored = False
 
     # -- loading ------------------------------------------------------------------------------------------------
     @classmethod

@@ -1,0 +1,72 @@
+"""Train a toy WGAN-GP with `strategy="ddp"` on 2 CPU processes; each rank saves its final parameters.
+
+Run as a script (DDP re-launches the script for rank 1): ``python tests/scripts/ddp_gan.py OUT_DIR``.
+"""
+
+import os
+import sys
+from functools import partial
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from lightning_gen import GAN
+from lightning_gen.data import ToyGaussiansDataModule
+from lightning_gen.nets import MLPDiscriminator, MLPGenerator
+
+
+class SaveParameters(L.Callback):
+    def __init__(self, out: Path) -> None:
+        self.out = out
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: GAN, batch, batch_idx: int) -> None:
+        if batch_idx == 0:
+            self.first_noise = pl_module.noise(4).cpu()
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: GAN) -> None:
+        info = {
+            "state_dict": {k: v.detach().cpu().clone() for k, v in pl_module.state_dict().items()},
+            "global_step": trainer.global_step,
+            "critic_steps": pl_module.critic_steps,
+            "world_size": trainer.world_size,
+            "find_unused_parameters": trainer.strategy._ddp_kwargs.get("find_unused_parameters", False),
+            "strategy": type(trainer.strategy).__name__,
+            "first_noise": self.first_noise,
+        }
+        torch.save(info, self.out / f"rank{trainer.global_rank}.pt")
+
+
+def main(out: Path) -> None:
+    L.seed_everything(7)
+    torch.set_num_threads(1)
+    model = GAN(
+        MLPGenerator(latent_dim=2, output_shape=2, hidden_dims=(16, 16)),
+        MLPDiscriminator(input_shape=2, hidden_dims=(16, 16)),
+        loss="wasserstein",
+        regularizer="gradient_penalty",
+        n_critic=2,
+        generator_optimizer=partial(torch.optim.Adam, lr=1e-3, betas=(0.0, 0.9)),
+        discriminator_optimizer=partial(torch.optim.Adam, lr=1e-3, betas=(0.0, 0.9)),
+    )
+    if os.environ.get("LOCAL_RANK", "0") == "0":
+        torch.save({k: v.clone() for k, v in model.state_dict().items()}, out / "init.pt")
+    data = ToyGaussiansDataModule(mixture="ring", train_size=1024, val_size=256, batch_size=64)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=2,
+        strategy="ddp",
+        max_steps=12,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        callbacks=[SaveParameters(out)],
+        default_root_dir=str(out),
+    )
+    trainer.fit(model, data)
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))
