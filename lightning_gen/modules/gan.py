@@ -18,7 +18,7 @@ from lightning_gen.losses.adversarial import AdversarialLoss, get_adversarial_lo
 from lightning_gen.losses.regularizers import clip_weights_, get_regularizer
 from lightning_gen.modules.base import GenerativeModule
 
-__all__ = ["GAN", "NonFiniteLossError"]
+__all__ = ["GAN", "WGAN", "WGANGP", "DRAGAN", "LSGAN", "HingeGAN", "NonFiniteLossError"]
 
 Regularizer = Callable[..., Tensor]
 
@@ -338,3 +338,75 @@ class GAN(GenerativeModule):
         counters = checkpoint.get("lightning_gen_counters", {})
         self.critic_steps = int(counters.get("critic_steps", 0))
         self._micro_batches = int(counters.get("micro_batches", 0))
+
+
+# -- named games: the papers' fixed hyperparameters as defaults, overridable from YAML ------------------------------
+def _default(factory: Optional[OptimizerCallable], optimizer: type, **kwargs: Any) -> OptimizerCallable:
+    return factory if factory is not None else partial(optimizer, **kwargs)
+
+
+class WGAN(GAN):
+    """WGAN with weight clipping (Arjovsky et al. 2017, algorithm 1): RMSProp(5e-5), c = 0.01, n_critic = 5."""
+
+    def __init__(
+        self,
+        generator: nn.Module,
+        discriminator: nn.Module,
+        clip_value: float = 0.01,
+        n_critic: int = 5,
+        generator_optimizer: Optional[OptimizerCallable] = None,
+        discriminator_optimizer: Optional[OptimizerCallable] = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            generator, discriminator, loss="wasserstein", clip_value=clip_value, n_critic=n_critic,
+            generator_optimizer=_default(generator_optimizer, torch.optim.RMSprop, lr=5e-5),
+            discriminator_optimizer=_default(discriminator_optimizer, torch.optim.RMSprop, lr=5e-5),
+            **kwargs,
+        )
+
+
+class WGANGP(GAN):
+    """WGAN-GP (Gulrajani et al. 2017, algorithm 1): gradient penalty lambda = 10, n_critic = 5, Adam(1e-4, (0, 0.9))."""
+
+    def __init__(
+        self,
+        generator: nn.Module,
+        discriminator: nn.Module,
+        gp_weight: float = 10.0,
+        n_critic: int = 5,
+        generator_optimizer: Optional[OptimizerCallable] = None,
+        discriminator_optimizer: Optional[OptimizerCallable] = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            generator, discriminator, loss="wasserstein", regularizer="gradient_penalty", regularizer_weight=gp_weight,
+            n_critic=n_critic,
+            generator_optimizer=_default(generator_optimizer, torch.optim.Adam, lr=1e-4, betas=(0.0, 0.9)),
+            discriminator_optimizer=_default(discriminator_optimizer, torch.optim.Adam, lr=1e-4, betas=(0.0, 0.9)),
+            **kwargs,
+        )
+
+
+class DRAGAN(GAN):
+    """DRAGAN (Kodali et al. 2017): non-saturating game plus a gradient penalty around perturbed real data, lambda = 10."""
+
+    def __init__(self, generator: nn.Module, discriminator: nn.Module, penalty_weight: float = 10.0, **kwargs: Any) -> None:
+        super().__init__(
+            generator, discriminator, loss="nonsaturating", regularizer="dragan", regularizer_weight=penalty_weight,
+            **kwargs,
+        )
+
+
+class LSGAN(GAN):
+    """Least-squares GAN (Mao et al. 2017) with the a=0, b=1, c=1 coding and Adam(2e-4, (0.5, 0.999))."""
+
+    def __init__(self, generator: nn.Module, discriminator: nn.Module, **kwargs: Any) -> None:
+        super().__init__(generator, discriminator, loss="least_squares", **kwargs)
+
+
+class HingeGAN(GAN):
+    """Hinge-loss GAN as used by SNGAN (Miyato et al. 2018); pair it with a spectrally normalized discriminator."""
+
+    def __init__(self, generator: nn.Module, discriminator: nn.Module, **kwargs: Any) -> None:
+        super().__init__(generator, discriminator, loss="hinge", **kwargs)
