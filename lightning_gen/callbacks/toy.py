@@ -98,11 +98,9 @@ class ToyScatterCallback(L.Callback):
         self._modes, self._std = modes, std
         self.seed = seed
 
-    def render(self, pl_module: L.LightningModule, modes: Tensor) -> np.ndarray:
+    def render(self, pl_module: L.LightningModule, modes: Tensor, step: Optional[int] = None) -> np.ndarray:
         """Draw the picture and return it as an ``(H, W, 3)`` uint8 array."""
-        import matplotlib
-
-        matplotlib.use("Agg", force=False)
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
 
         samples = pl_module.sample(self.num_samples, generator=torch.Generator().manual_seed(self.seed)).cpu()
@@ -131,10 +129,10 @@ class ToyScatterCallback(L.Callback):
             ax.set_xlim(lo[0], hi[0])
             ax.set_ylim(lo[1], hi[1])
             ax.set_aspect("equal")
-        ax.set_title(f"samples, generator step {pl_module.trainer.global_step}")
+        ax.set_title("samples" if step is None else f"samples at step {step}")
         ax.legend(loc="upper right", fontsize=7)
         fig.tight_layout()
-        canvas = fig.canvas
+        canvas = FigureCanvasAgg(fig)
         canvas.draw()
         return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
@@ -143,4 +141,4 @@ class ToyScatterCallback(L.Callback):
         if (trainer.current_epoch + 1) % self.every_n_epochs != 0 or not trainer.is_global_zero:
             return
         modes, _ = _mixture_of(trainer, self._modes, self._std)
-        log_image(trainer, "toy/samples", self.render(pl_module, modes))
+        log_image(trainer, "toy/samples", self.render(pl_module, modes, trainer.global_step))
