@@ -125,7 +125,7 @@ class ToyScatterCallback(L.Callback):
                 mesh = ax.pcolormesh(gx.numpy(), gy.numpy(), score.numpy(), shading="auto", cmap="viridis")
                 fig.colorbar(mesh, ax=ax, label="discriminator score")
             ax.scatter(samples[:, 0], samples[:, 1], s=2, c="white", edgecolors="none", alpha=0.7, label="samples")
-            ax.scatter(modes[:, 0], modes[:, 1], s=30, c="red", marker="x", label="modes")
+            ax.scatter(modes[:, 0], modes[:, 1], s=60, facecolors="none", edgecolors="red", linewidths=1.0, label="modes")
             ax.set_xlim(lo[0], hi[0])
             ax.set_ylim(lo[1], hi[1])
             ax.set_aspect("equal")

@@ -215,5 +215,11 @@ def test_ddp_two_cpu_processes_without_find_unused(tmp_path):
     moved = {name: (a[name] - init[name]).abs().max().item() for name in init}
     assert min(v for k, v in moved.items() if k.startswith("generator")) > 1e-3
     assert moved["discriminator.net.0.weight"] > 1e-3
+    # toy metrics are reduced across ranks: every rank reports the same numbers, computed on all 2,501 samples
+    logged = [torch.load(tmp_path / f"metrics_rank{r}.pt", weights_only=True) for r in (0, 1)]
+    assert logged[0]["callback"] == logged[1]["callback"]
+    assert logged[0]["logged"]["val/hq_percent"] == pytest.approx(logged[1]["logged"]["val/hq_percent"], abs=1e-6)
+    hq = logged[0]["callback"]["hq_percent"]
+    assert abs(hq * 2501 / 100 - round(hq * 2501 / 100)) < 1e-3  # a whole number of the 2,501 samples
     # ranks draw different noise (Lightning seeds them alike; the module offsets each rank)
     assert not torch.allclose(ranks[0]["first_noise"], ranks[1]["first_noise"])

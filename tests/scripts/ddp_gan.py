@@ -12,6 +12,7 @@ import lightning as L
 import torch
 
 from lightning_gen import GAN
+from lightning_gen.callbacks import ToyMetricsCallback
 from lightning_gen.data import ToyGaussiansDataModule
 from lightning_gen.nets import MLPDiscriminator, MLPGenerator
 
@@ -52,6 +53,7 @@ def main(out: Path) -> None:
     if os.environ.get("LOCAL_RANK", "0") == "0":
         torch.save({k: v.clone() for k, v in model.state_dict().items()}, out / "init.pt")
     data = ToyGaussiansDataModule(mixture="ring", train_size=1024, val_size=256, batch_size=64)
+    metrics = ToyMetricsCallback(num_samples=2501)  # odd: the ranks' shares differ
     trainer = L.Trainer(
         accelerator="cpu",
         devices=2,
@@ -61,11 +63,15 @@ def main(out: Path) -> None:
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        limit_val_batches=0,
-        callbacks=[SaveParameters(out)],
+        limit_val_batches=2,
+        check_val_every_n_epoch=1000,  # no validation while fitting; trainer.validate below
+        num_sanity_val_steps=0,
+        callbacks=[SaveParameters(out), metrics],
         default_root_dir=str(out),
     )
     trainer.fit(model, data)
+    (result,) = trainer.validate(model, data)
+    torch.save({"logged": result, "callback": metrics.last}, out / f"metrics_rank{trainer.global_rank}.pt")
 
 
 if __name__ == "__main__":
