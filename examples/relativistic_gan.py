@@ -29,7 +29,7 @@ class RelativisticGAN(GAN):
         return F.softplus(-(r - f.mean())).mean() + F.softplus(f - r.mean()).mean(), {}
 
     def generator_loss(self, fake: Tensor) -> Tensor:
-        """The same game with the roles swapped; real scores come from a fresh data-free proxy: the last batch."""
+        """The same game with the roles swapped, scoring the fakes against the latest real batch."""
         f = self.discriminator(fake)
         r = self.discriminator(self._last_real)
         return F.softplus(-(f - r.mean())).mean() + F.softplus(r - f.mean()).mean()
