@@ -1,6 +1,6 @@
 """Train toy recipes over several seeds and print mode coverage, % high-quality samples, reverse KL and wall time.
 
-    python benchmarks/toy_recipes.py configs/wgan_gp/toy_grid.yaml --seeds 1 2 3
+    python benchmarks/toy_recipes.py configs/wgan_gp/toy_grid.yaml --seeds 1 2 3 [--trainer.max_steps=...]
 
 Each seed runs `lightning-gen fit --config CONFIG --seed_everything SEED` as its own process (timed from start to
 exit, so start-up counts), then scores 2,500 samples of the final generator with the VEEGAN/PacGAN toy metrics.
@@ -46,10 +46,8 @@ def main() -> None:
     parser.add_argument("config", type=Path)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--root", type=Path, default=None, help="where runs are written (default: a temporary folder)")
-    parser.add_argument("extra", nargs=argparse.REMAINDER, help="more CLI overrides, after --")
-    args = parser.parse_args()
+    args, extra = parser.parse_known_args()  # anything else goes to `lightning-gen fit`, e.g. --trainer.max_steps=100
     root = args.root or Path(tempfile.mkdtemp(prefix="toy_recipes_"))
-    extra = [a for a in args.extra if a != "--"]
     rows = []
     print(f"{args.config}  (runs in {root})")
     print(f"{'seed':>4} {'modes':>6} {'HQ %':>7} {'rev KL':>7} {'time s':>7}")

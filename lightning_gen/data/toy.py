@@ -82,6 +82,19 @@ def make_mixture(
     return GaussianMixture(modes=modes.float(), std=std)
 
 
+class _BatchedTensorDataset(TensorDataset):
+    """A ``TensorDataset`` that gathers a whole batch with one indexing operation instead of one call per sample."""
+
+    def __getitems__(self, indices: list[int]) -> list[Tensor]:
+        index = torch.as_tensor(indices, dtype=torch.long)
+        return [t[index] for t in self.tensors]
+
+
+def _already_batched(batch: list[Tensor]) -> list[Tensor]:
+    """Collate function for :class:`_BatchedTensorDataset`, whose fetch returns whole batches."""
+    return batch
+
+
 class ToyGaussiansDataModule(L.LightningDataModule):
     """Samples from a toy Gaussian mixture, generated from ``seed`` (no files); val/test/predict hold fresh draws."""
 
@@ -106,7 +119,7 @@ class ToyGaussiansDataModule(L.LightningDataModule):
         self.mixture = make_mixture(mixture, num_modes, scale, std)
         self.batch_size = batch_size
         self.num_workers = num_workers
-        self._sets: dict[str, TensorDataset] = {}
+        self._sets: dict[str, _BatchedTensorDataset] = {}
 
     @property
     def data_shape(self) -> tuple[int, ...]:
@@ -121,7 +134,7 @@ class ToyGaussiansDataModule(L.LightningDataModule):
         sizes = {"train": self.hparams.train_size, "val": self.hparams.val_size, "test": self.hparams.val_size}
         for split, n in sizes.items():
             x, y = self.mixture.sample(n, generator=g)
-            self._sets[split] = TensorDataset(x, y)
+            self._sets[split] = _BatchedTensorDataset(x, y)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         self.setup()
@@ -132,6 +145,7 @@ class ToyGaussiansDataModule(L.LightningDataModule):
             drop_last=shuffle and len(self._sets[split]) >= self.batch_size,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            collate_fn=_already_batched,
         )
 
     def train_dataloader(self) -> DataLoader:

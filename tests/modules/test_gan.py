@@ -37,7 +37,7 @@ def toy_data(**kwargs) -> ToyGaussiansDataModule:
 
 
 class StepRecorder(L.Callback):
-    """Records, per training batch, the critic loss, the step counters and the gradient norm seen by each step."""
+    """Records the critic loss of every batch (needs ``log_every_n_steps=1``) and each optimizer step's gradient norm."""
 
     def __init__(self) -> None:
         self.losses: list[float] = []
@@ -55,7 +55,7 @@ def test_counters_count_generator_and_critic_steps(tiny_trainer_kwargs):
     L.seed_everything(0)
     model = make_gan(n_critic=3, accumulate_grad_batches=2)
     rec = StepRecorder()
-    trainer = L.Trainer(max_steps=4, limit_val_batches=0, callbacks=[rec], **tiny_trainer_kwargs)
+    trainer = L.Trainer(max_steps=4, limit_val_batches=0, callbacks=[rec], log_every_n_steps=1, **tiny_trainer_kwargs)
     trainer.fit(model, toy_data())
     assert trainer.global_step == 4  # max_steps counts generator steps
     assert model.generator_steps == 4
@@ -63,6 +63,22 @@ def test_counters_count_generator_and_critic_steps(tiny_trainer_kwargs):
     assert len(rec.losses) == 24  # accumulate_grad_batches micro-batches per critic step
     # every optimizer step is seen by callbacks: 12 critic + 4 generator
     assert len(rec.grad_norms) == 16
+
+
+def test_losses_are_logged_every_log_every_n_steps_batches(tiny_trainer_kwargs):
+    class Counter(L.Callback):
+        def __init__(self):
+            self.seen = []
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            self.seen.append("train/loss_dis" in trainer.callback_metrics)
+
+    L.seed_everything(0)
+    counter = Counter()
+    trainer = L.Trainer(max_steps=10, limit_val_batches=0, callbacks=[counter], log_every_n_steps=4,
+                        **tiny_trainer_kwargs)
+    trainer.fit(make_gan(), toy_data())
+    assert counter.seen == [False, False, False] + [True] * 7  # first logged at the 4th batch, kept afterwards
 
 
 def test_schedulers_step_with_their_own_optimizer(tiny_trainer_kwargs):
@@ -107,7 +123,7 @@ def test_gradient_clipping_bounds_every_step(tiny_trainer_kwargs):
     model = make_gan(gradient_clip_val=1e-3, discriminator_optimizer=partial(torch.optim.SGD, lr=1e-2),
                      generator_optimizer=partial(torch.optim.SGD, lr=1e-2))
     rec = StepRecorder()
-    trainer = L.Trainer(max_steps=5, limit_val_batches=0, callbacks=[rec], **tiny_trainer_kwargs)
+    trainer = L.Trainer(max_steps=5, limit_val_batches=0, callbacks=[rec], log_every_n_steps=1, **tiny_trainer_kwargs)
     trainer.fit(model, toy_data())
     assert len(rec.grad_norms) == 10
     assert max(rec.grad_norms) <= 1e-3 * (1 + 1e-5)
@@ -178,7 +194,7 @@ def _fit_recording(max_epochs: int, root: Path, ckpt_path: str | None = None) ->
     trainer = L.Trainer(
         accelerator="cpu", devices=1, max_epochs=max_epochs, limit_val_batches=0, logger=False,
         enable_progress_bar=False, enable_model_summary=False, callbacks=[rec, ckpt], default_root_dir=str(root),
-        deterministic=True,
+        deterministic=True, log_every_n_steps=1,
     )
     trainer.fit(model, toy_data(), ckpt_path=ckpt_path)
     return rec.losses
@@ -223,3 +239,22 @@ def test_ddp_two_cpu_processes_without_find_unused(tmp_path):
     assert abs(hq * 2501 / 100 - round(hq * 2501 / 100)) < 1e-3  # a whole number of the 2,501 samples
     # ranks draw different noise (Lightning seeds them alike; the module offsets each rank)
     assert not torch.allclose(ranks[0]["first_noise"], ranks[1]["first_noise"])
+
+
+def test_load_model_explains_python_built_checkpoints(tmp_path, tiny_trainer_kwargs):
+    from lightning_gen import load_model
+
+    model = make_gan()
+    trainer = L.Trainer(max_steps=1, limit_val_batches=0, **tiny_trainer_kwargs)
+    trainer.fit(model, toy_data())
+    path = tmp_path / "python.ckpt"
+    trainer.save_checkpoint(path)
+    with pytest.raises(ValueError, match="does not record its model class"):
+        load_model(path)
+    # the documented way: pass the nets again
+    again = GAN.load_from_checkpoint(path, generator=MLPGenerator(2, 2, (16, 16)),
+                                     discriminator=MLPDiscriminator(2, (16, 16)))
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    torch.testing.assert_close(again.sample(4, generator=g()), model.sample(4, generator=g()), rtol=0, atol=0)
+    with pytest.raises(FileNotFoundError):
+        load_model(tmp_path / "missing.ckpt")
