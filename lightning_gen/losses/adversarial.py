@@ -31,10 +31,17 @@ __all__ = [
 ]
 
 
-def minimax_loss_dis(real_out: Tensor, fake_out: Tensor) -> Tensor:
-    """Discriminator loss of the original game: ``-E[log D(x)] - E[log(1 - D(G(z)))]`` (Goodfellow 2014, eq. 1)."""
+def minimax_loss_dis(real_out: Tensor, fake_out: Tensor, real_target: float = 1.0) -> Tensor:
+    """Discriminator loss of the original game: ``-E[log D(x)] - E[log(1 - D(G(z)))]`` (Goodfellow 2014, eq. 1).
+
+    ``real_target < 1`` gives one-sided label smoothing (Salimans et al. 2016, sec. 3.4): the real term becomes the
+    cross-entropy against ``real_target``; the fake target stays 0.
+    """
     # -log sigmoid(a) = softplus(-a) and -log(1 - sigmoid(a)) = softplus(a): stable for any logit.
-    return F.softplus(-real_out).mean() + F.softplus(fake_out).mean()
+    real_term = F.softplus(-real_out) if real_target == 1.0 else (
+        real_target * F.softplus(-real_out) + (1.0 - real_target) * F.softplus(real_out)
+    )
+    return real_term.mean() + F.softplus(fake_out).mean()
 
 
 def minimax_loss_gen(fake_out: Tensor) -> Tensor:
@@ -42,9 +49,9 @@ def minimax_loss_gen(fake_out: Tensor) -> Tensor:
     return -F.softplus(fake_out).mean()
 
 
-def nonsaturating_loss_dis(real_out: Tensor, fake_out: Tensor) -> Tensor:
+def nonsaturating_loss_dis(real_out: Tensor, fake_out: Tensor, real_target: float = 1.0) -> Tensor:
     """Discriminator loss of the non-saturating game; identical to the minimax discriminator loss."""
-    return minimax_loss_dis(real_out, fake_out)
+    return minimax_loss_dis(real_out, fake_out, real_target)
 
 
 def nonsaturating_loss_gen(fake_out: Tensor) -> Tensor:
@@ -72,9 +79,9 @@ def hinge_loss_gen(fake_out: Tensor) -> Tensor:
     return -fake_out.mean()
 
 
-def least_squares_loss_dis(real_out: Tensor, fake_out: Tensor) -> Tensor:
-    """LSGAN discriminator loss ``1/2 E[(D(x) - 1)^2] + 1/2 E[D(G(z))^2]`` (Mao 2017, eq. 2 with a=0, b=1)."""
-    return 0.5 * (real_out - 1.0).pow(2).mean() + 0.5 * fake_out.pow(2).mean()
+def least_squares_loss_dis(real_out: Tensor, fake_out: Tensor, real_target: float = 1.0) -> Tensor:
+    """LSGAN discriminator loss ``1/2 E[(D(x) - b)^2] + 1/2 E[D(G(z))^2]`` (Mao 2017, eq. 2 with a=0, b=real_target)."""
+    return 0.5 * (real_out - real_target).pow(2).mean() + 0.5 * fake_out.pow(2).mean()
 
 
 def least_squares_loss_gen(fake_out: Tensor) -> Tensor:
@@ -88,17 +95,18 @@ class AdversarialLoss:
 
     name: str
     gen: Callable[[Tensor], Tensor]
-    dis: Callable[[Tensor, Tensor], Tensor]
+    dis: Callable[..., Tensor]
+    smoothable: bool = False  # whether ``dis`` takes ``real_target`` (one-sided label smoothing)
 
 
 ADVERSARIAL_LOSSES: dict[str, AdversarialLoss] = {
     loss.name: loss
     for loss in (
-        AdversarialLoss("minimax", minimax_loss_gen, minimax_loss_dis),
-        AdversarialLoss("nonsaturating", nonsaturating_loss_gen, nonsaturating_loss_dis),
+        AdversarialLoss("minimax", minimax_loss_gen, minimax_loss_dis, smoothable=True),
+        AdversarialLoss("nonsaturating", nonsaturating_loss_gen, nonsaturating_loss_dis, smoothable=True),
         AdversarialLoss("wasserstein", wasserstein_loss_gen, wasserstein_loss_dis),
         AdversarialLoss("hinge", hinge_loss_gen, hinge_loss_dis),
-        AdversarialLoss("least_squares", least_squares_loss_gen, least_squares_loss_dis),
+        AdversarialLoss("least_squares", least_squares_loss_gen, least_squares_loss_dis, smoothable=True),
     )
 }
 

@@ -16,9 +16,16 @@ from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
 from lightning_gen.losses.adversarial import AdversarialLoss, get_adversarial_loss
 from lightning_gen.losses.regularizers import clip_weights_, get_regularizer
+from lightning_gen.losses.stabilizers import (
+    add_instance_noise,
+    feature_matching_loss,
+    historical_averaging_penalty,
+    instance_noise_std,
+)
 from lightning_gen.modules.base import GenerativeModule
+from lightning_gen.nets.ema import ExponentialMovingAverage
 
-__all__ = ["GAN", "WGAN", "WGANGP", "DRAGAN", "LSGAN", "HingeGAN", "NonFiniteLossError"]
+__all__ = ["GAN", "ConditionalGAN", "WGAN", "WGANGP", "DRAGAN", "LSGAN", "HingeGAN", "NonFiniteLossError"]
 
 Regularizer = Callable[..., Tensor]
 
@@ -40,6 +47,24 @@ def _frozen(net: nn.Module) -> Iterator[None]:
             p.requires_grad_(flag)
 
 
+class _ParameterAverage(nn.Module):
+    """Running mean of a net's parameters over its optimizer steps, kept in buffers so checkpoints hold it."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        for i, p in enumerate(net.parameters()):
+            self.register_buffer(f"mean_{i}", p.detach().clone())
+        self.register_buffer("count", torch.ones((), dtype=torch.long))
+
+    def means(self) -> list[Tensor]:
+        return [b for name, b in self.named_buffers() if name.startswith("mean_")]
+
+    @torch.no_grad()
+    def update(self, net: nn.Module) -> None:
+        self.count += 1
+        torch._foreach_lerp_(self.means(), [p.detach() for p in net.parameters()], 1.0 / float(self.count))
+
+
 class GAN(GenerativeModule):
     """A generator/discriminator game trained with manual optimization.
 
@@ -50,7 +75,19 @@ class GAN(GenerativeModule):
 
     Under DDP the gradients of the net being stepped are averaged across ranks by this module, so no
     ``find_unused_parameters`` is needed; a plain ``strategy: ddp`` works.
+
+    Conditional nets (``generator.num_classes > 0``) make a conditional GAN: batches are ``(images, labels)``, fakes
+    for a batch are drawn with the batch's labels, and both nets are called as ``net(input, labels)``.
+
+    Stabilizers (each off by default): one-sided ``label_smoothing`` (Salimans 2016), annealed ``instance_noise``
+    (Sønderby 2017), ``feature_matching_weight`` and ``historical_averaging_weight`` (Salimans 2016), and an
+    exponential moving average of the generator (``ema_decay``; Yazıcı 2019) that :meth:`sample`,
+    :meth:`generate`, validation and prediction use. Minibatch-std is a discriminator option
+    (``DCGANDiscriminator(minibatch_std=True)``).
     """
+
+    # Arguments a named game fixes when it calls ``GAN.__init__``; they are not saved as its hyperparameters.
+    _pinned_hparams: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -69,6 +106,13 @@ class GAN(GenerativeModule):
         gradient_clip_val: Optional[float] = None,
         gradient_clip_algorithm: str = "norm",
         detect_non_finite: bool = True,
+        label_smoothing: float = 0.0,
+        instance_noise: float = 0.0,
+        instance_noise_anneal_steps: Optional[int] = None,
+        feature_matching_weight: float = 0.0,
+        historical_averaging_weight: float = 0.0,
+        ema_decay: Optional[float] = None,
+        ema_warmup: bool = True,
     ) -> None:
         """Build the game from injected nets, a loss pair, an optional critic regularizer and two optimizers.
 
@@ -89,6 +133,16 @@ class GAN(GenerativeModule):
             gradient_clip_val: clip each net's gradients before its step (``None``: off).
             gradient_clip_algorithm: ``norm`` or ``value``.
             detect_non_finite: stop with :class:`NonFiniteLossError` on a NaN/inf loss (one host sync per loss).
+            label_smoothing: one-sided label smoothing ``s``: the critic's real target becomes ``1 - s`` (0.1 gives
+                Salimans' 0.9); for the ``minimax``, ``nonsaturating`` and ``least_squares`` losses.
+            instance_noise: std of Gaussian noise added to every discriminator input, real and fake (data units).
+            instance_noise_anneal_steps: decay that std linearly to 0 over this many generator steps (``None``:
+                constant).
+            feature_matching_weight: add ``w * ||E f(x) - E f(G(z))||^2`` to the generator loss, ``f`` being
+                ``discriminator.features`` (the discriminator must have a ``features`` method).
+            historical_averaging_weight: add ``w * ||theta - mean of past theta||^2`` to each player's loss.
+            ema_decay: keep an exponential moving average of the generator's weights (e.g. 0.999) and sample from it.
+            ema_warmup: use ``min(ema_decay, (1 + n) / (10 + n))`` at EMA update ``n``.
         """
         super().__init__()
         if n_critic < 1:
@@ -101,16 +155,39 @@ class GAN(GenerativeModule):
             raise ValueError(f"gradient_clip_algorithm must be 'norm' or 'value', got {gradient_clip_algorithm!r}")
         if not hasattr(generator, "latent_dim"):
             raise ValueError(f"the generator ({type(generator).__name__}) needs a `latent_dim` attribute giving its noise size")
+        num_classes = int(getattr(generator, "num_classes", 0) or 0)
+        if int(getattr(discriminator, "num_classes", 0) or 0) != num_classes:
+            raise ValueError(
+                f"generator and discriminator disagree on num_classes ({num_classes} vs "
+                f"{getattr(discriminator, 'num_classes', 0)}): set the same `num_classes` on both nets."
+            )
+        if feature_matching_weight and not callable(getattr(discriminator, "features", None)):
+            raise ValueError(
+                f"feature_matching_weight needs a discriminator with a `features(x)` method; "
+                f"{type(discriminator).__name__} has none."
+            )
+        for name, value in (("label_smoothing", label_smoothing), ("instance_noise", instance_noise),
+                            ("feature_matching_weight", feature_matching_weight),
+                            ("historical_averaging_weight", historical_averaging_weight)):
+            if value < 0:
+                raise ValueError(f"{name} must be >= 0, got {value}")
+        if label_smoothing >= 1:
+            raise ValueError(f"label_smoothing must be < 1 (0.1 makes the real target 0.9), got {label_smoothing}")
         # Nets and callables are not plain hyperparameters unless the CLI recorded them as config.
         from_cli = _given_hyperparameters.get() is not None
-        self.save_hyperparameters(
-            ignore=[] if from_cli else ["generator", "discriminator", "loss", "regularizer", "generator_optimizer",
-                                         "discriminator_optimizer", "generator_scheduler", "discriminator_scheduler"]
-        )
+        ignore = list(self._pinned_hparams)
+        if not from_cli:
+            ignore += ["generator", "discriminator", "loss", "regularizer", "generator_optimizer",
+                       "discriminator_optimizer", "generator_scheduler", "discriminator_scheduler"]
+        self.save_hyperparameters(ignore=ignore)
         self.automatic_optimization = False
         self.generator = generator
         self.discriminator = discriminator
         self.loss = loss if isinstance(loss, AdversarialLoss) else get_adversarial_loss(loss)
+        if label_smoothing and not self.loss.smoothable:
+            raise ValueError(
+                f"label_smoothing applies to the minimax, nonsaturating and least_squares losses, not {self.loss.name!r}"
+            )
         self.regularizer: Optional[Regularizer] = get_regularizer(regularizer) if isinstance(regularizer, str) else regularizer
         self.regularizer_weight = float(regularizer_weight)
         self.n_critic = int(n_critic)
@@ -124,6 +201,18 @@ class GAN(GenerativeModule):
             discriminator_optimizer or partial(torch.optim.Adam, lr=2e-4, betas=(0.5, 0.999)),
         )
         self._scheduler_factories = (generator_scheduler, discriminator_scheduler)
+        self.label_smoothing = float(label_smoothing)
+        self.instance_noise = float(instance_noise)
+        self.instance_noise_anneal_steps = instance_noise_anneal_steps
+        instance_noise_std(self.instance_noise, 0, instance_noise_anneal_steps)  # validates the schedule now
+        self.feature_matching_weight = float(feature_matching_weight)
+        self.historical_averaging_weight = float(historical_averaging_weight)
+        self.generator_ema = ExponentialMovingAverage(generator, ema_decay, ema_warmup) if ema_decay is not None else None
+        if historical_averaging_weight:
+            self.generator_average: Optional[_ParameterAverage] = _ParameterAverage(generator)
+            self.discriminator_average: Optional[_ParameterAverage] = _ParameterAverage(discriminator)
+        else:
+            self.generator_average = self.discriminator_average = None
         self.critic_steps = 0
         self._micro_batches = 0
 
@@ -132,6 +221,16 @@ class GAN(GenerativeModule):
     def latent_dim(self) -> int:
         """Size of the generator's noise vector."""
         return int(self.generator.latent_dim)
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes the nets are conditioned on (0: unconditional)."""
+        return int(getattr(self.generator, "num_classes", 0) or 0)
+
+    @property
+    def sampling_generator(self) -> nn.Module:
+        """The net that :meth:`sample` and evaluation use: the EMA generator when enabled, else the generator."""
+        return self.generator_ema if self.generator_ema is not None else self.generator
 
     @property
     def generator_steps(self) -> int:
@@ -145,29 +244,69 @@ class GAN(GenerativeModule):
         z = torch.randn(num_samples, self.latent_dim, generator=generator, device=generator.device)
         return z.to(self.device)
 
-    def forward(self, z: Tensor) -> Tensor:
-        """Run the generator on noise ``z``."""
-        return self.generator(z)
+    def forward(self, z: Tensor, labels: Optional[Tensor] = None) -> Tensor:
+        """Run the (training) generator on noise ``z`` (and ``labels`` for a conditional GAN)."""
+        return self._call(self.generator, z, labels)
+
+    def _call(self, net: Any, x: Tensor, labels: Optional[Tensor]) -> Tensor:
+        return net(x) if labels is None else net(x, labels)
+
+    def _check_labels(self, labels: Optional[Tensor], num_samples: int) -> Optional[Tensor]:
+        if self.num_classes == 0:
+            if labels is not None:
+                raise ValueError(f"{type(self).__name__} has unconditional nets (num_classes 0) but got labels")
+            return None
+        if labels is None:
+            return torch.arange(num_samples, device=self.device) % self.num_classes
+        labels = torch.as_tensor(labels, device=self.device).long().reshape(-1)
+        if labels.numel() == 1:
+            labels = labels.expand(num_samples)
+        if labels.numel() != num_samples:
+            raise ValueError(f"got {labels.numel()} labels for {num_samples} samples")
+        if labels.min() < 0 or labels.max() >= self.num_classes:
+            raise ValueError(f"labels must lie in [0, {self.num_classes - 1}], got {labels.min()}..{labels.max()}")
+        return labels
 
     @torch.no_grad()
-    def sample(self, num_samples: int, generator: Optional[torch.Generator] = None, **condition: Any) -> Tensor:
-        """Generate ``num_samples`` samples in eval mode (the nets' train/eval modes are restored afterwards)."""
-        was_training = self.generator.training
-        self.generator.eval()
+    def generate(self, z: Tensor, labels: Optional[Tensor] = None) -> Tensor:
+        """Run the sampling generator (EMA when enabled) in eval mode on given noise ``z``; modes are restored."""
+        net = self.sampling_generator
+        was_training = net.training
+        net.eval()
         try:
-            return self.generator(self.noise(num_samples, generator))
+            return self._call(net, z.to(self.device), self._check_labels(labels, z.shape[0]))
         finally:
-            self.generator.train(was_training)
+            net.train(was_training)
 
     @torch.no_grad()
-    def discriminate(self, x: Tensor) -> Tensor:
+    def sample(
+        self, num_samples: int, generator: Optional[torch.Generator] = None, labels: Optional[Tensor] = None,
+        **condition: Any,
+    ) -> Tensor:
+        """Generate ``num_samples`` samples in eval mode, from the EMA generator when enabled.
+
+        For a conditional GAN, ``labels`` (one int, or one per sample) picks the classes; without them sample ``i``
+        gets class ``i % num_classes``.
+        """
+        if condition:
+            raise TypeError(f"{type(self).__name__}.sample got unexpected arguments {sorted(condition)}")
+        return self.generate(self.noise(num_samples, generator), labels)
+
+    @torch.no_grad()
+    def discriminate(self, x: Tensor, labels: Optional[Tensor] = None) -> Tensor:
         """The discriminator's raw score for each sample of ``x`` (used by plotting callbacks)."""
         was_training = self.discriminator.training
         self.discriminator.eval()
         try:
-            return self.discriminator(x.to(self.device))
+            return self._call(self.discriminator, x.to(self.device), labels)
         finally:
             self.discriminator.train(was_training)
+
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
+        """One sample per element of the batch; a conditional GAN takes the labels from ``(indices, labels)``."""
+        first = batch[0] if isinstance(batch, (list, tuple)) else batch
+        labels = batch[1] if self.num_classes and isinstance(batch, (list, tuple)) and len(batch) > 1 else None
+        return self.sample(len(first), labels=labels)
 
     # -- optimizers ---------------------------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
@@ -189,8 +328,30 @@ class GAN(GenerativeModule):
             )
 
     # -- training -----------------------------------------------------------------------------------------------
+    def _split(self, batch: Any) -> tuple[Tensor, Optional[Tensor]]:
+        """``(data, labels)`` of a batch; labels only for a conditional GAN (they must be the batch's second item)."""
+        data = batch[0] if isinstance(batch, (list, tuple)) else batch
+        if self.num_classes == 0:
+            return data, None
+        if not (isinstance(batch, (list, tuple)) and len(batch) > 1):
+            raise ValueError(
+                f"{type(self).__name__} has conditional nets (num_classes {self.num_classes}) and needs "
+                "(images, labels) batches; the data module yields no labels."
+            )
+        return data, batch[1]
+
     def _real(self, batch: Any) -> Tensor:
-        return batch[0] if isinstance(batch, (list, tuple)) else batch
+        return self._split(batch)[0]
+
+    def current_instance_noise(self) -> float:
+        """The instance-noise std at the current generator step."""
+        if not self.instance_noise:
+            return 0.0
+        return instance_noise_std(self.instance_noise, self.generator_steps, self.instance_noise_anneal_steps)
+
+    def _dis_input(self, x: Tensor) -> Tensor:
+        """What the discriminator sees while training: ``x`` plus the current instance noise."""
+        return add_instance_noise(x, self.current_instance_noise())
 
     def _check_shape(self, fake: Tensor, real: Tensor) -> None:
         if fake.shape[1:] != real.shape[1:]:
@@ -254,35 +415,60 @@ class GAN(GenerativeModule):
         it = iter(schedulers)
         return tuple(next(it) if f is not None else None for f in self._scheduler_factories)  # type: ignore[return-value]
 
-    def critic_loss(self, real: Tensor, fake: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    def critic_loss(
+        self, real: Tensor, fake: Tensor, labels: Optional[Tensor] = None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         """The critic's objective on one batch (adversarial term plus weighted regularizer) and its parts."""
-        loss_adv = self.loss.dis(self.discriminator(real), self.discriminator(fake))
+        real, fake = self._dis_input(real), self._dis_input(fake)
+        real_out = self._call(self.discriminator, real, labels)
+        fake_out = self._call(self.discriminator, fake, labels)
+        if self.label_smoothing:
+            loss_adv = self.loss.dis(real_out, fake_out, real_target=1.0 - self.label_smoothing)
+        else:
+            loss_adv = self.loss.dis(real_out, fake_out)
         parts = {"loss_dis_adv": loss_adv.detach()}
         if self.loss.name == "wasserstein":
             parts["wasserstein_estimate"] = -loss_adv.detach()
         total = loss_adv
         if self.regularizer is not None:
-            penalty = self.regularizer(self.discriminator, real, fake)
+            critic = self.discriminator if labels is None else partial(self.discriminator, labels=labels)
+            penalty = self.regularizer(critic, real, fake)
             parts["penalty"] = penalty.detach()
             total = total + self.regularizer_weight * penalty
         return total, parts
 
-    def generator_loss(self, fake: Tensor) -> Tensor:
-        """The generator's objective on a batch of its samples."""
-        return self.loss.gen(self.discriminator(fake))
+    def generator_loss(self, fake: Tensor, labels: Optional[Tensor] = None) -> Tensor:
+        """The generator's adversarial objective on a batch of its samples."""
+        return self.loss.gen(self._call(self.discriminator, self._dis_input(fake), labels))
+
+    def _historical_average(self, net: nn.Module, average: Optional[_ParameterAverage]) -> Optional[Tensor]:
+        if average is None:
+            return None
+        return self.historical_averaging_weight * historical_averaging_penalty(list(net.parameters()), average.means())
+
+    def _feature_matching(self, real: Tensor, fake: Tensor, labels: Optional[Tensor]) -> Tensor:
+        with torch.no_grad():
+            real_features = self._call(self.discriminator.features, self._dis_input(real), labels)
+        fake_features = self._call(self.discriminator.features, self._dis_input(fake), labels)
+        return feature_matching_loss(real_features, fake_features)
 
     def training_step(self, batch: Any, batch_idx: int) -> None:
         """One critic micro-batch; a critic step every ``accumulate_grad_batches``, a generator step every ``n_critic``."""
-        real = self._real(batch)
+        real, labels = self._split(batch)
+        cond = {} if labels is None else {"labels": labels}
         opt_g, opt_d = self.optimizers()
         sched_g, sched_d = self._schedulers()
         acc = self.accumulate_grad_batches
         batch_size = real.shape[0]
 
         with torch.no_grad():
-            fake = self.generator(self.noise(batch_size))
+            fake = self._call(self.generator, self.noise(batch_size), labels)
         self._check_shape(fake, real)
-        loss_d, parts = self.critic_loss(real, fake)
+        loss_d, parts = self.critic_loss(real, fake, **cond)
+        history = self._historical_average(self.discriminator, self.discriminator_average)
+        if history is not None:
+            parts["historical_averaging_dis"] = history.detach()
+            loss_d = loss_d + history
         self._check_finite(loss_d, "discriminator")
         self._backward(loss_d / acc)
         self._micro_batches += 1
@@ -292,21 +478,46 @@ class GAN(GenerativeModule):
             self._step(opt_d, self.discriminator, sched_d, counted=False)
             if self.clip_value is not None:
                 clip_weights_(self.discriminator, self.clip_value)
+            if self.discriminator_average is not None:
+                self.discriminator_average.update(self.discriminator)
             self.critic_steps += 1
             if self.critic_steps % self.n_critic == 0:
-                with _frozen(self.discriminator):
-                    loss_g_total = torch.zeros((), device=self.device)
-                    for _ in range(acc):
-                        loss_g = self.generator_loss(self.generator(self.noise(batch_size)))
-                        self._check_finite(loss_g, "generator")
-                        self._backward(loss_g / acc)
-                        loss_g_total += loss_g.detach() / acc
-                self._step(opt_g, self.generator, sched_g, counted=True)
-                logs["train/loss_gen"] = loss_g_total
+                logs.update(self._generator_step(real, labels, opt_g, sched_g))
         if self._should_log(batch_idx):
             logs["train/critic_steps"] = float(self.critic_steps)
             logs["train/generator_steps"] = float(self.generator_steps)
+            if self.instance_noise:
+                logs["train/instance_noise"] = self.current_instance_noise()
             self.log_dict(logs, prog_bar=False, batch_size=batch_size)
+
+    def _generator_step(self, real: Tensor, labels: Optional[Tensor], opt_g: Any, sched_g: Any) -> dict[str, Tensor]:
+        """Accumulate the generator's gradients over ``accumulate_grad_batches`` fresh batches and step it."""
+        cond = {} if labels is None else {"labels": labels}
+        acc = self.accumulate_grad_batches
+        logs: dict[str, Tensor] = {}
+        total = torch.zeros((), device=self.device)
+        with _frozen(self.discriminator):
+            for _ in range(acc):
+                fake = self._call(self.generator, self.noise(real.shape[0]), labels)
+                loss_g = self.generator_loss(fake, **cond)
+                if self.feature_matching_weight:
+                    matching = self._feature_matching(real, fake, labels)
+                    logs["train/feature_matching"] = matching.detach()
+                    loss_g = loss_g + self.feature_matching_weight * matching
+                history = self._historical_average(self.generator, self.generator_average)
+                if history is not None:
+                    logs["train/historical_averaging_gen"] = history.detach()
+                    loss_g = loss_g + history
+                self._check_finite(loss_g, "generator")
+                self._backward(loss_g / acc)
+                total += loss_g.detach() / acc
+        self._step(opt_g, self.generator, sched_g, counted=True)
+        if self.generator_average is not None:
+            self.generator_average.update(self.generator)
+        if self.generator_ema is not None:
+            self.generator_ema.update(self.generator)
+        logs["train/loss_gen"] = total
+        return logs
 
     def _should_log(self, batch_idx: int) -> bool:
         # Lightning's per-call logging costs about 1 ms per key on a CPU, as much as a toy training step, and step
@@ -316,10 +527,11 @@ class GAN(GenerativeModule):
 
     # -- evaluation ---------------------------------------------------------------------------------------------
     def _evaluate(self, batch: Any, prefix: str) -> None:
-        real = self._real(batch)
-        fake = self.generator(self.noise(real.shape[0]))
+        real, labels = self._split(batch)
+        fake = self._call(self.sampling_generator, self.noise(real.shape[0]), labels)
         self._check_shape(fake, real)
-        real_out, fake_out = self.discriminator(real), self.discriminator(fake)
+        real_out = self._call(self.discriminator, real, labels)
+        fake_out = self._call(self.discriminator, fake, labels)
         logs = {f"{prefix}/loss_dis": self.loss.dis(real_out, fake_out), f"{prefix}/loss_gen": self.loss.gen(fake_out)}
         if self.loss.name == "wasserstein":
             logs[f"{prefix}/wasserstein_estimate"] = -logs[f"{prefix}/loss_dis"]
@@ -347,6 +559,22 @@ class GAN(GenerativeModule):
         self._micro_batches = int(counters.get("micro_batches", 0))
 
 
+class ConditionalGAN(GAN):
+    """A GAN whose nets are conditioned on class labels (Mirza & Osindero 2014); any loss or regularizer applies.
+
+    Identical to :class:`GAN` with conditional nets, but refuses unconditional ones, so a config that forgets
+    ``num_classes`` fails at once instead of silently training an unconditional model.
+    """
+
+    def __init__(self, generator: nn.Module, discriminator: nn.Module, **kwargs: Any) -> None:
+        if not int(getattr(generator, "num_classes", 0) or 0):
+            raise ValueError(
+                f"ConditionalGAN needs conditional nets: set `num_classes` (e.g. 10 for MNIST) on the generator and "
+                f"the discriminator ({type(generator).__name__} has num_classes 0)."
+            )
+        super().__init__(generator, discriminator, **kwargs)
+
+
 # -- named games: the papers' fixed hyperparameters as defaults, overridable from YAML ------------------------------
 def _default(factory: Optional[OptimizerCallable], optimizer: type, **kwargs: Any) -> OptimizerCallable:
     return factory if factory is not None else partial(optimizer, **kwargs)
@@ -354,6 +582,8 @@ def _default(factory: Optional[OptimizerCallable], optimizer: type, **kwargs: An
 
 class WGAN(GAN):
     """WGAN with weight clipping (Arjovsky et al. 2017, algorithm 1): RMSProp(5e-5), c = 0.01, n_critic = 5."""
+
+    _pinned_hparams = ("loss",)
 
     def __init__(
         self,
@@ -375,6 +605,8 @@ class WGAN(GAN):
 
 class WGANGP(GAN):
     """WGAN-GP (Gulrajani et al. 2017, algorithm 1): gradient penalty lambda = 10, n_critic = 5, Adam(1e-4, (0, 0.9))."""
+
+    _pinned_hparams = ("loss", "regularizer", "regularizer_weight")
 
     def __init__(
         self,
@@ -398,6 +630,8 @@ class WGANGP(GAN):
 class DRAGAN(GAN):
     """DRAGAN (Kodali et al. 2017): non-saturating game plus a gradient penalty around perturbed real data, lambda = 10."""
 
+    _pinned_hparams = ("loss", "regularizer", "regularizer_weight")
+
     def __init__(self, generator: nn.Module, discriminator: nn.Module, penalty_weight: float = 10.0, **kwargs: Any) -> None:
         super().__init__(
             generator, discriminator, loss="nonsaturating", regularizer="dragan", regularizer_weight=penalty_weight,
@@ -408,12 +642,16 @@ class DRAGAN(GAN):
 class LSGAN(GAN):
     """Least-squares GAN (Mao et al. 2017) with the a=0, b=1, c=1 coding and Adam(2e-4, (0.5, 0.999))."""
 
+    _pinned_hparams = ("loss",)
+
     def __init__(self, generator: nn.Module, discriminator: nn.Module, **kwargs: Any) -> None:
         super().__init__(generator, discriminator, loss="least_squares", **kwargs)
 
 
 class HingeGAN(GAN):
     """Hinge-loss GAN as used by SNGAN (Miyato et al. 2018); pair it with a spectrally normalized discriminator."""
+
+    _pinned_hparams = ("loss",)
 
     def __init__(self, generator: nn.Module, discriminator: nn.Module, **kwargs: Any) -> None:
         super().__init__(generator, discriminator, loss="hinge", **kwargs)
