@@ -1,7 +1,27 @@
-"""Logger-agnostic callbacks: toy metrics and scatter plots, sample writing."""
+"""Logger-agnostic callbacks: toy metrics and scatter plots, sample grids and interpolations, sample writing."""
 
 from lightning_gen.callbacks.image_logging import image_dir, log_image
+from lightning_gen.callbacks.images import (
+    InterpolationCallback,
+    SampleGridCallback,
+    grid_to_uint8,
+    images_to_grid,
+    lerp,
+    slerp,
+)
 from lightning_gen.callbacks.predictions import SampleWriter
 from lightning_gen.callbacks.toy import ToyMetricsCallback, ToyScatterCallback
 
-__all__ = ["SampleWriter", "ToyMetricsCallback", "ToyScatterCallback", "image_dir", "log_image"]
+__all__ = [
+    "InterpolationCallback",
+    "SampleGridCallback",
+    "SampleWriter",
+    "ToyMetricsCallback",
+    "ToyScatterCallback",
+    "grid_to_uint8",
+    "image_dir",
+    "images_to_grid",
+    "lerp",
+    "log_image",
+    "slerp",
+]

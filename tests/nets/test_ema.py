@@ -1,0 +1,50 @@
+"""Tests for lightning_gen/nets/ema.py."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.testing import assert_close
+
+from lightning_gen.nets.ema import ExponentialMovingAverage
+
+
+def test_ema_follows_the_recursion_by_hand():
+    net = nn.Linear(3, 2)
+    ema = ExponentialMovingAverage(net, decay=0.9, warmup=False)
+    expected = net.weight.detach().clone()
+    for step in range(5):
+        with torch.no_grad():
+            net.weight.add_(float(step + 1))
+        ema.update(net)
+        expected = 0.9 * expected + 0.1 * net.weight.detach()
+    assert_close(ema.module.weight, expected)
+    assert int(ema.num_updates) == 5
+    assert not any(p.requires_grad for p in ema.parameters())
+
+
+def test_warmup_decay_values():
+    ema = ExponentialMovingAverage(nn.Linear(1, 1), decay=0.999)
+    assert ema.current_decay() == pytest.approx(0.1)  # (1 + 0) / (10 + 0)
+    ema.num_updates.fill_(90)
+    assert ema.current_decay() == pytest.approx(91 / 100)
+    ema.num_updates.fill_(100_000)
+    assert ema.current_decay() == 0.999
+
+
+def test_buffers_are_copied_and_forward_runs_the_average():
+    net = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
+    ema = ExponentialMovingAverage(net, decay=0.5, warmup=False)
+    net.train()
+    net(torch.randn(16, 2) * 3 + 1)  # moves the running stats
+    ema.update(net)
+    assert_close(ema.module[1].running_mean, net[1].running_mean)
+    ema.eval()
+    x = torch.randn(4, 2)
+    assert_close(ema(x), ema.module(x))
+
+
+def test_bad_decay_is_named():
+    with pytest.raises(ValueError, match="decay"):
+        ExponentialMovingAverage(nn.Linear(1, 1), decay=1.0)
