@@ -1,5 +1,25 @@
 """LightningDataModules."""
 
+from lightning_gen.data.images import (
+    IMAGE_EXTENSIONS,
+    CelebADataModule,
+    CIFAR10DataModule,
+    FashionMNISTDataModule,
+    ImageDataModule,
+    ImageFolderDataModule,
+    MNISTDataModule,
+)
 from lightning_gen.data.toy import GaussianMixture, ToyGaussiansDataModule, make_mixture
 
-__all__ = ["GaussianMixture", "ToyGaussiansDataModule", "make_mixture"]
+__all__ = [
+    "CIFAR10DataModule",
+    "CelebADataModule",
+    "FashionMNISTDataModule",
+    "GaussianMixture",
+    "IMAGE_EXTENSIONS",
+    "ImageDataModule",
+    "ImageFolderDataModule",
+    "MNISTDataModule",
+    "ToyGaussiansDataModule",
+    "make_mixture",
+]
