@@ -1,5 +1,30 @@
 """Plain ``torch.nn`` building blocks (no Lightning)."""
 
+from lightning_gen.nets.dcgan import DCGAN_IMAGE_SIZES, DCGANDiscriminator, DCGANGenerator
+from lightning_gen.nets.layers import (
+    ConditionalBatchNorm2d,
+    MinibatchStdDev,
+    init_dcgan_weights_,
+    maybe_spectral_norm,
+    one_hot,
+)
 from lightning_gen.nets.mlp import MLPDiscriminator, MLPGenerator, make_activation, mlp
+from lightning_gen.nets.sngan import SNGAN_IMAGE_SIZES, SNGANDiscriminator, SNGANGenerator
 
-__all__ = ["MLPGenerator", "MLPDiscriminator", "make_activation", "mlp"]
+__all__ = [
+    "MLPGenerator",
+    "MLPDiscriminator",
+    "make_activation",
+    "mlp",
+    "DCGANGenerator",
+    "DCGANDiscriminator",
+    "DCGAN_IMAGE_SIZES",
+    "SNGANGenerator",
+    "SNGANDiscriminator",
+    "SNGAN_IMAGE_SIZES",
+    "MinibatchStdDev",
+    "ConditionalBatchNorm2d",
+    "init_dcgan_weights_",
+    "maybe_spectral_norm",
+    "one_hot",
+]
