@@ -1,4 +1,4 @@
-"""Train a toy WGAN-GP with `strategy="ddp"` on 2 CPU processes; each rank saves its final parameters.
+"""Train a toy WGAN-GP (EMA generator, historical averaging) with `strategy="ddp"` on 2 CPU processes; each rank saves its final state.
 
 Run as a script (DDP re-launches the script for rank 1): ``python tests/scripts/ddp_gan.py OUT_DIR``.
 """
@@ -47,6 +47,8 @@ def main(out: Path) -> None:
         loss="wasserstein",
         regularizer="gradient_penalty",
         n_critic=2,
+        ema_decay=0.9,  # the EMA generator and the historical averages must stay identical on all ranks too
+        historical_averaging_weight=1e-3,
         generator_optimizer=partial(torch.optim.Adam, lr=1e-3, betas=(0.0, 0.9)),
         discriminator_optimizer=partial(torch.optim.Adam, lr=1e-3, betas=(0.0, 0.9)),
     )
