@@ -29,15 +29,9 @@ class RelativisticGAN(GAN):
         return F.softplus(-(r - f.mean())).mean() + F.softplus(f - r.mean()).mean(), {}
 
     def generator_loss(self, fake: Tensor) -> Tensor:
-        """The same game with the roles swapped, scoring the fakes against the latest real batch."""
-        f = self.discriminator(fake)
-        r = self.discriminator(self._last_real)
+        """The same game with the roles swapped, scoring the fakes against the running step's real batch."""
+        f, r = self.discriminator(fake), self.discriminator(self.current_real)
         return F.softplus(-(f - r.mean())).mean() + F.softplus(r - f.mean()).mean()
-
-    def training_step(self, batch, batch_idx):
-        """Remember the real batch for the generator's relativistic loss, then run the usual step."""
-        self._last_real = self._real(batch)
-        return super().training_step(batch, batch_idx)
 
 
 def main() -> None:

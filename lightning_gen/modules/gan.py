@@ -84,6 +84,9 @@ class GAN(GenerativeModule):
     exponential moving average of the generator (``ema_decay``; Yazıcı 2019) that :meth:`sample`,
     :meth:`generate`, validation and prediction use. Minibatch-std is a discriminator option
     (``DCGANDiscriminator(minibatch_std=True)``).
+
+    To change the game, override :meth:`critic_loss` and/or :meth:`generator_loss`; while training,
+    ``current_real`` holds the running step's real micro-batch for generator losses that also score real data.
     """
 
     # Arguments a named game fixes when it calls ``GAN.__init__``; they are not saved as its hyperparameters.
@@ -215,6 +218,7 @@ class GAN(GenerativeModule):
             self.generator_average = self.discriminator_average = None
         self.critic_steps = 0
         self._micro_batches = 0
+        self.current_real: Optional[Tensor] = None  # the real micro-batch of the running training step
 
     # -- public API ---------------------------------------------------------------------------------------------
     @property
@@ -455,6 +459,7 @@ class GAN(GenerativeModule):
     def training_step(self, batch: Any, batch_idx: int) -> None:
         """One critic micro-batch; a critic step every ``accumulate_grad_batches``, a generator step every ``n_critic``."""
         real, labels = self._split(batch)
+        self.current_real = real  # for losses that also score real data in the generator step (e.g. relativistic)
         cond = {} if labels is None else {"labels": labels}
         opt_g, opt_d = self.optimizers()
         sched_g, sched_d = self._schedulers()
