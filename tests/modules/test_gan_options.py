@@ -167,18 +167,21 @@ def test_feature_matching_adds_the_weighted_term(tiny_trainer_kwargs):
         GAN(MLPGenerator(2, 2), MLPDiscriminator(2), feature_matching_weight=1.0)
 
 
+class GeneratorSnapshots(L.Callback):
+    """Copies the generator's parameters after every training batch."""
+
+    def __init__(self) -> None:
+        self.g: list[list[torch.Tensor]] = []
+
+    def on_train_batch_end(self, trainer, pl_module, *args) -> None:
+        self.g.append([p.detach().clone() for p in pl_module.generator.parameters()])
+
+
 def test_historical_average_is_the_mean_of_all_past_parameters(tiny_trainer_kwargs):
-    class Snapshot(L.Callback):
-        def __init__(self):
-            self.g = []
-
-        def on_train_batch_end(self, trainer, pl_module, *args):
-            self.g.append([p.detach().clone() for p in pl_module.generator.parameters()])
-
     L.seed_everything(0)
     model = GAN(MLPGenerator(2, 2, (8,)), MLPDiscriminator(2, (8,)), historical_averaging_weight=0.5)
     initial = [p.detach().clone() for p in model.generator.parameters()]
-    snap = Snapshot()
+    snap = GeneratorSnapshots()
     fit(model, loader(torch.randn(512, 2)), tiny_trainer_kwargs, max_steps=5, callbacks=[snap])
     history = [initial] + snap.g  # n_critic = 1: one generator step per batch
     for i, mean in enumerate(model.generator_average.means()):
@@ -187,17 +190,10 @@ def test_historical_average_is_the_mean_of_all_past_parameters(tiny_trainer_kwar
 
 
 def test_ema_generator_tracks_the_generator_and_is_used_for_sampling(tiny_trainer_kwargs):
-    class Snapshot(L.Callback):
-        def __init__(self):
-            self.g = []
-
-        def on_train_batch_end(self, trainer, pl_module, *args):
-            self.g.append([p.detach().clone() for p in pl_module.generator.parameters()])
-
     L.seed_everything(0)
     model = GAN(MLPGenerator(2, 2, (8,)), MLPDiscriminator(2, (8,)), ema_decay=0.9, ema_warmup=False)
     expected = [p.detach().clone() for p in model.generator.parameters()]
-    snap = Snapshot()
+    snap = GeneratorSnapshots()
     fit(model, loader(torch.randn(512, 2)), tiny_trainer_kwargs, max_steps=6, callbacks=[snap])
     for params in snap.g:
         expected = [0.9 * e + 0.1 * p for e, p in zip(expected, params)]
