@@ -1,4 +1,5 @@
-"""Logger-agnostic callbacks: toy metrics and scatter plots, sample grids and interpolations, sample writing."""
+"""Logger-agnostic callbacks: generative metrics (FID/KID/IS/PR), toy metrics and scatter plots, sample grids and
+interpolations, sample writing."""
 
 from lightning_gen.callbacks.image_logging import image_dir, log_image
 from lightning_gen.callbacks.images import (
@@ -9,10 +10,12 @@ from lightning_gen.callbacks.images import (
     lerp,
     slerp,
 )
+from lightning_gen.callbacks.metrics import GenerativeMetricsCallback
 from lightning_gen.callbacks.predictions import SampleWriter
 from lightning_gen.callbacks.toy import ToyMetricsCallback, ToyScatterCallback
 
 __all__ = [
+    "GenerativeMetricsCallback",
     "InterpolationCallback",
     "SampleGridCallback",
     "SampleWriter",

@@ -1,11 +1,45 @@
-"""torchmetrics-based metrics and their functional twins."""
+"""torchmetrics-based metrics, their functional twins, and the feature extractors image metrics run on."""
 
+from lightning_gen.metrics.features import (
+    ClassifierFeatureExtractor,
+    FeatureExtractor,
+    InceptionFeatureExtractor,
+    InceptionWeightsNotFoundError,
+    check_data_range,
+)
+from lightning_gen.metrics.image import (
+    FrechetInceptionDistance,
+    InceptionScore,
+    KernelInceptionDistance,
+    PrecisionRecall,
+    as_feature_extractor,
+    frechet_distance,
+    gaussian_frechet_distance,
+    inception_score,
+    kernel_inception_distance,
+)
+from lightning_gen.metrics.precision_recall import improved_precision_recall
 from lightning_gen.metrics.sliced_wasserstein import SlicedWassersteinDistance, sliced_wasserstein_distance
 from lightning_gen.metrics.toy import ToyModeMetrics, toy_mode_counts, toy_mode_statistics
 
 __all__ = [
+    "ClassifierFeatureExtractor",
+    "FeatureExtractor",
+    "FrechetInceptionDistance",
+    "InceptionFeatureExtractor",
+    "InceptionScore",
+    "InceptionWeightsNotFoundError",
+    "KernelInceptionDistance",
+    "PrecisionRecall",
     "SlicedWassersteinDistance",
     "ToyModeMetrics",
+    "as_feature_extractor",
+    "check_data_range",
+    "frechet_distance",
+    "gaussian_frechet_distance",
+    "improved_precision_recall",
+    "inception_score",
+    "kernel_inception_distance",
     "sliced_wasserstein_distance",
     "toy_mode_counts",
     "toy_mode_statistics",

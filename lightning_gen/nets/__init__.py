@@ -1,5 +1,6 @@
 """Plain ``torch.nn`` building blocks (no Lightning)."""
 
+from lightning_gen.nets.classifier import ImageClassifier, load_classifier, save_classifier
 from lightning_gen.nets.dcgan import DCGAN_IMAGE_SIZES, DCGANDiscriminator, DCGANGenerator
 from lightning_gen.nets.layers import (
     ConditionalBatchNorm2d,
@@ -22,6 +23,9 @@ __all__ = [
     "SNGANGenerator",
     "SNGANDiscriminator",
     "SNGAN_IMAGE_SIZES",
+    "ImageClassifier",
+    "save_classifier",
+    "load_classifier",
     "MinibatchStdDev",
     "ConditionalBatchNorm2d",
     "init_dcgan_weights_",

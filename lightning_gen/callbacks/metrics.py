@@ -1,0 +1,291 @@
+"""FID / KID / Inception Score / precision-recall of a model's samples, every few epochs and on ``test``.
+
+Real-data features are computed once and cached on disk, keyed by data set, split, size and extractor, so later
+evaluations (and later runs) only pay for the generated samples.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+from torch import Tensor, nn
+
+from lightning_gen.metrics.features import FeatureExtractor
+from lightning_gen.metrics.image import (
+    as_feature_extractor,
+    frechet_distance,
+    inception_score,
+    kernel_inception_distance,
+)
+from lightning_gen.metrics.precision_recall import improved_precision_recall
+
+__all__ = ["GenerativeMetricsCallback", "default_cache_dir"]
+
+METRICS = ("fid", "kid", "inception_score", "precision_recall")
+CACHE_ENV = "LIGHTNING_GEN_CACHE"
+# data-module settings that do not change which images a split holds
+_KEY_IGNORED_HPARAMS = {"batch_size", "num_workers", "pin_memory", "predict_size", "download"}
+
+
+def default_cache_dir() -> Path:
+    """``$LIGHTNING_GEN_CACHE/real_features``, else ``~/.cache/lightning_gen/real_features``."""
+    root = os.environ.get(CACHE_ENV)
+    return (Path(root).expanduser() if root else Path.home() / ".cache" / "lightning_gen") / "real_features"
+
+
+def _images_of(dataset: Any, indices: list[int]) -> Tensor:
+    """The images (first element of each item) at ``indices``, batched."""
+    if hasattr(dataset, "__getitems__"):
+        items = dataset.__getitems__(indices)
+        if isinstance(items, (list, tuple)) and len(items) == 2 and isinstance(items[0], Tensor):
+            return items[0]
+        items = list(items)
+    else:
+        items = [dataset[i] for i in indices]
+    return torch.stack([item[0] if isinstance(item, (tuple, list)) else item for item in items])
+
+
+class GenerativeMetricsCallback(L.Callback):
+    """Every ``every_n_epochs`` training epochs (and after ``test``), draws ``num_samples`` samples with the module's
+    ``sample()`` (the EMA generator when the module has one) and logs FID, KID, IS and improved precision/recall.
+
+    Args:
+        extractor: feature network (any ``nn.Module``; ``None``: the standard Inception-v3, which needs its weights
+            offline, see :class:`~lightning_gen.metrics.InceptionFeatureExtractor`). For digits use
+            :class:`~lightning_gen.metrics.ClassifierFeatureExtractor`.
+        metrics: any of ``fid``, ``kid``, ``inception_score``, ``precision_recall``.
+        num_samples: generated samples per evaluation (sample ``i`` comes from seed ``seed + i // batch_size``, so
+            every evaluation uses the same noise, whatever the number of processes).
+        num_real: real images in the reference set (default ``num_samples``, capped at the split's size): the first
+            ``num_real`` of the split, in order.
+        batch_size: samples generated and embedded at once.
+        every_n_epochs: evaluate after every n-th training epoch; ``None``: only on ``test``.
+        fit_split / test_split: the data module's split the samples are compared with during fit / on test.
+        on_test: evaluate after ``trainer.test`` (keys ``test/...``; during fit the keys are ``val/...``).
+        data_range: the value range of the model's samples and of the data (``(-1, 1)`` for tanh generators).
+        cache_dir: where real features are cached (default :func:`default_cache_dir`); ``False`` turns the disk cache
+            off (features are still kept in memory for the run).
+        kid_subsets / kid_subset_size / is_splits / pr_k: the metrics' usual settings.
+
+    Logged keys: ``<stage>/fid``, ``<stage>/kid`` and ``<stage>/kid_std``, ``<stage>/inception_score`` and
+    ``<stage>/inception_score_std``, ``<stage>/precision`` and ``<stage>/recall``. Under DDP each process generates
+    and embeds its share, the features are gathered in a fixed order, and every process computes and logs the same
+    values as a single process would.
+    """
+
+    def __init__(
+        self,
+        extractor: Optional[nn.Module] = None,
+        metrics: Sequence[str] = METRICS,
+        num_samples: int = 10_000,
+        num_real: Optional[int] = None,
+        batch_size: int = 500,
+        every_n_epochs: Optional[int] = 1,
+        fit_split: str = "train",
+        test_split: str = "test",
+        on_test: bool = True,
+        data_range: tuple[float, float] = (-1.0, 1.0),
+        cache_dir: Any = None,
+        seed: int = 0,
+        kid_subsets: int = 100,
+        kid_subset_size: int = 1000,
+        is_splits: int = 10,
+        pr_k: int = 3,
+    ) -> None:
+        super().__init__()
+        names = ["inception_score" if m == "is" else m for m in metrics]
+        unknown = sorted(set(names) - set(METRICS))
+        if unknown or not names:
+            raise ValueError(f"metrics must be a non-empty selection of {METRICS}, got {list(metrics)}")
+        if num_samples < 2 or batch_size < 1 or (num_real is not None and num_real < 2):
+            raise ValueError(f"need num_samples >= 2, num_real >= 2 and batch_size >= 1, got {num_samples}, "
+                             f"{num_real}, {batch_size}")
+        if every_n_epochs is not None and every_n_epochs < 1:
+            raise ValueError(f"every_n_epochs must be >= 1 or None, got {every_n_epochs}")
+        self.metrics = tuple(dict.fromkeys(names))
+        self.num_samples, self.num_real, self.batch_size = num_samples, num_real, batch_size
+        self.every_n_epochs, self.on_test = every_n_epochs, on_test
+        self.fit_split, self.test_split = fit_split, test_split
+        self.data_range = (float(data_range[0]), float(data_range[1]))
+        self.cache_dir = None if cache_dir is False else Path(cache_dir) if cache_dir else default_cache_dir()
+        self.seed = seed
+        self.kid_subsets, self.kid_subset_size, self.is_splits, self.pr_k = kid_subsets, kid_subset_size, is_splits, pr_k
+        self._extractor_arg = extractor
+        self.extractor: Optional[FeatureExtractor] = None
+        self._real: dict[str, Tensor] = {}
+        self.last: dict[str, float] = {}
+        self.last_seconds: dict[str, float] = {}
+
+    # -- set-up ---------------------------------------------------------------------------------------------------
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        """Build the extractor at the start, so a missing Inception download fails before training does."""
+        if self.extractor is None:
+            self.extractor = as_feature_extractor(self._extractor_arg)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Nothing to resume: the cache lives on disk."""
+        return {}
+
+    # -- sharded work, gathered in a fixed order ------------------------------------------------------------------
+    def _sharded(self, trainer: L.Trainer, num_items: int, work: Callable[[int, int], Tensor]) -> Tensor:
+        """Run ``work(start, stop)`` for each ``batch_size`` chunk of ``range(num_items)``, chunks dealt round-robin
+        to the processes, and return every chunk's rows concatenated in chunk order on every process."""
+        world, rank = trainer.world_size, trainer.global_rank
+        starts = list(range(0, num_items, self.batch_size))
+        mine = [work(s, min(s + self.batch_size, num_items)) for s in starts[rank::world]]
+        if world == 1:
+            return torch.cat(mine)
+        per_rank = -(-len(starts) // world)
+        width = mine[0].shape[1] if mine else None
+        width = int(trainer.strategy.broadcast(width, src=0))
+        padded = torch.zeros(per_rank, self.batch_size, width, device=trainer.strategy.root_device)
+        for j, rows in enumerate(mine):
+            padded[j, : rows.shape[0]] = rows
+        gathered = trainer.strategy.all_gather(padded)  # (world, per_rank, batch_size, width)
+        chunks = []
+        for i, s in enumerate(starts):
+            size = min(s + self.batch_size, num_items) - s
+            chunks.append(gathered[i % world, i // world, :size])
+        return torch.cat(chunks)
+
+    # -- real features --------------------------------------------------------------------------------------------
+    def _dataset(self, trainer: L.Trainer, split: str) -> Any:
+        datamodule = trainer.datamodule
+        loader_fn = getattr(datamodule, f"{split}_dataloader", None) if datamodule is not None else None
+        if loader_fn is None:
+            raise ValueError(
+                f"GenerativeMetricsCallback compares samples with the data module's {split!r} split: fit/test with a "
+                f"data module that has {split}_dataloader() (or set fit_split/test_split)"
+            )
+        loader = loader_fn()
+        dataset = getattr(loader, "dataset", None)
+        if dataset is None or not hasattr(dataset, "__len__"):
+            raise ValueError(f"the {split!r} data loader has no sized dataset to take reference images from")
+        return dataset
+
+    def _cache_key(self, trainer: L.Trainer, split: str, size: int, dataset_len: int) -> str:
+        datamodule = trainer.datamodule
+        hparams = {}
+        for key, value in dict(getattr(datamodule, "hparams", {})).items():
+            if key in _KEY_IGNORED_HPARAMS:
+                continue
+            hparams[key] = str(Path(value).expanduser().resolve()) if key == "root" else repr(value)
+        assert self.extractor is not None
+        description = {
+            "data": f"{type(datamodule).__module__}.{type(datamodule).__qualname__}",
+            "hparams": hparams,
+            "split": split,
+            "split_size": dataset_len,
+            "size": size,
+            "extractor": self.extractor.fingerprint(),
+            "data_range": self.data_range,
+        }
+        digest = hashlib.sha1(json.dumps(description, sort_keys=True).encode()).hexdigest()[:16]
+        return f"{type(datamodule).__name__}-{split}-{size}-{self.extractor.name}-{digest}"
+
+    def _real_features(self, trainer: L.Trainer, split: str) -> Tensor:
+        dataset = self._dataset(trainer, split)
+        size = min(self.num_real or self.num_samples, len(dataset))
+        key = self._cache_key(trainer, split, size, len(dataset))
+        if key in self._real:
+            return self._real[key]
+        path = self.cache_dir / f"{key}.pt" if self.cache_dir is not None else None
+        features = None
+        if path is not None and trainer.strategy.broadcast(path.is_file(), src=0):
+            loaded = torch.load(path, map_location="cpu", weights_only=True) if trainer.is_global_zero else None
+            features = trainer.strategy.broadcast(loaded, src=0)
+        if features is None:
+            start = time.perf_counter()
+            assert self.extractor is not None
+            features = self._sharded(
+                trainer, size,
+                lambda a, b: self.extractor.extract(_images_of(dataset, list(range(a, b))), self.data_range)[0],
+            ).cpu()
+            if path is not None and trainer.is_global_zero:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(f".tmp{os.getpid()}")
+                torch.save(features, tmp)
+                os.replace(tmp, path)  # atomic: a concurrent run never reads half a file
+                rank_zero_info(f"GenerativeMetricsCallback: real features of {size} {split} images computed in "
+                               f"{time.perf_counter() - start:.1f} s and cached at {path}")
+        self._real[key] = features
+        return features
+
+    # -- generated features and metrics ---------------------------------------------------------------------------
+    def _generated_features(self, trainer: L.Trainer, pl_module: L.LightningModule) -> tuple[Tensor, Tensor]:
+        """``(features, logits)`` of ``num_samples`` samples (logits empty when the extractor has none)."""
+        assert self.extractor is not None
+
+        def work(start: int, stop: int) -> Tensor:
+            generator = torch.Generator().manual_seed(self.seed + start // self.batch_size)
+            samples = pl_module.sample(stop - start, generator=generator)
+            features, logits = self.extractor.extract(samples, self.data_range)
+            return features if logits is None else torch.cat([features, logits], dim=1)
+
+        both = self._sharded(trainer, self.num_samples, work)
+        d = self.extractor.num_features
+        return both[:, :d], both[:, d:]
+
+    def compute(self, real: Tensor, fake: Tensor, fake_logits: Optional[Tensor] = None) -> dict[str, float]:
+        """The chosen metrics from real and generated features (and the generated samples' class logits)."""
+        values: dict[str, float] = {}
+        if "fid" in self.metrics:
+            values["fid"] = float(frechet_distance(real, fake))
+        if "kid" in self.metrics:
+            mean, std = kernel_inception_distance(real, fake, self.kid_subsets, self.kid_subset_size,
+                                                  generator=torch.Generator().manual_seed(self.seed))
+            values["kid"], values["kid_std"] = float(mean), float(std)
+        if "inception_score" in self.metrics:
+            if fake_logits is None or fake_logits.shape[1] == 0:
+                raise ValueError(
+                    "inception_score needs class logits, but the extractor gives only features: remove "
+                    "inception_score from `metrics` or use an extractor with logits (Inception, ImageClassifier)"
+                )
+            mean, std = inception_score(fake_logits, self.is_splits)
+            values["inception_score"], values["inception_score_std"] = float(mean), float(std)
+        if "precision_recall" in self.metrics:
+            precision, recall = improved_precision_recall(real, fake, self.pr_k)
+            values["precision"], values["recall"] = float(precision), float(recall)
+        return values
+
+    @torch.no_grad()
+    def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, split: str) -> dict[str, float]:
+        """Compute the metrics of ``pl_module``'s samples against the data module's ``split`` (all processes)."""
+        if self.extractor is None:
+            self.setup(trainer, pl_module, "evaluate")
+        assert self.extractor is not None
+        self.extractor.to(pl_module.device)
+        start = time.perf_counter()
+        real = self._real_features(trainer, split)
+        after_real = time.perf_counter()
+        fake, fake_logits = self._generated_features(trainer, pl_module)
+        after_fake = time.perf_counter()
+        values = self.compute(real.to(fake.device), fake, fake_logits)
+        end = time.perf_counter()
+        self.last_seconds = {"real": after_real - start, "generated": after_fake - after_real,
+                             "compute": end - after_fake, "total": end - start}
+        self.last = values
+        return values
+
+    def _log(self, pl_module: L.LightningModule, stage: str, values: dict[str, float]) -> None:
+        # every process holds the same values, so no reduction is needed
+        pl_module.log_dict({f"{stage}/{k}": v for k, v in values.items()}, sync_dist=False, rank_zero_only=False)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Evaluate after every ``every_n_epochs``-th training epoch (keys ``val/...``)."""
+        if self.every_n_epochs is None or (trainer.current_epoch + 1) % self.every_n_epochs:
+            return
+        self._log(pl_module, "val", self.evaluate(trainer, pl_module, self.fit_split))
+
+    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Evaluate after testing (keys ``test/...``)."""
+        if self.on_test:
+            self._log(pl_module, "test", self.evaluate(trainer, pl_module, self.test_split))

@@ -1,0 +1,220 @@
+"""FID, Inception Score, KID and improved precision/recall: torchmetrics' metrics with a pluggable feature extractor
+and a checked input range, plus functional twins that work on feature tensors (what the metrics callback uses).
+
+The metric classes take images in ``data_range`` (``(-1, 1)`` by default) and an ``extractor`` (``None``: the
+standard Inception network, see :class:`~lightning_gen.metrics.features.InceptionFeatureExtractor`). Grayscale images
+are repeated to RGB and resized where the extractor needs it; see :mod:`lightning_gen.metrics.features`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+from torch import Tensor, nn
+from torchmetrics import Metric
+from torchmetrics.image.fid import FrechetInceptionDistance as _TMFrechetInceptionDistance
+from torchmetrics.image.fid import _compute_fid
+from torchmetrics.image.inception import InceptionScore as _TMInceptionScore
+from torchmetrics.image.kid import KernelInceptionDistance as _TMKernelInceptionDistance
+from torchmetrics.image.kid import poly_mmd
+from torchmetrics.utilities.data import dim_zero_cat
+
+from lightning_gen.metrics.features import FeatureExtractor, InceptionFeatureExtractor
+from lightning_gen.metrics.precision_recall import improved_precision_recall
+
+__all__ = [
+    "FrechetInceptionDistance",
+    "InceptionScore",
+    "KernelInceptionDistance",
+    "PrecisionRecall",
+    "as_feature_extractor",
+    "frechet_distance",
+    "gaussian_frechet_distance",
+    "inception_score",
+    "kernel_inception_distance",
+]
+
+
+# -- functional forms on features -------------------------------------------------------------------------------------
+def _check_features(*features: Tensor) -> None:
+    for f in features:
+        if f.ndim != 2:
+            raise ValueError(f"features must be (N, D) matrices, got shape {tuple(f.shape)}")
+    if len({f.shape[1] for f in features}) > 1:
+        raise ValueError(f"feature sets have different sizes: {[tuple(f.shape) for f in features]}")
+
+
+def gaussian_frechet_distance(mu1: Tensor, sigma1: Tensor, mu2: Tensor, sigma2: Tensor) -> Tensor:
+    """``||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2))``: the Fréchet distance of two Gaussians (torchmetrics')."""
+    return _compute_fid(mu1.double(), sigma1.double(), mu2.double(), sigma2.double())
+
+
+def frechet_distance(real_features: Tensor, fake_features: Tensor) -> Tensor:
+    """FID (Heusel et al. 2017) between two feature sets: Gaussians fitted in float64 (unbiased covariance)."""
+    _check_features(real_features, fake_features)
+    if real_features.shape[0] < 2 or fake_features.shape[0] < 2:
+        raise ValueError("frechet_distance needs at least 2 samples in each set")
+    real, fake = real_features.double(), fake_features.double()
+    return gaussian_frechet_distance(real.mean(0), torch.cov(real.T), fake.mean(0), torch.cov(fake.T))
+
+
+def inception_score(logits: Tensor, splits: int = 10) -> tuple[Tensor, Tensor]:
+    """IS (Salimans et al. 2016) ``exp E_x KL(p(y|x) || p(y))`` from class logits: mean and std over ``splits``
+    consecutive chunks (the order is kept, so the same logits always give the same score)."""
+    _check_features(logits)
+    if splits < 1 or logits.shape[0] < splits:
+        raise ValueError(f"inception_score needs 1 <= splits <= number of samples, got {splits} and {logits.shape[0]}")
+    log_prob = logits.double().log_softmax(dim=1)
+    scores = []
+    for chunk in log_prob.chunk(splits, dim=0):
+        log_marginal = chunk.exp().mean(0).log()
+        scores.append((chunk.exp() * (chunk - log_marginal)).sum(1).mean().exp())
+    stacked = torch.stack(scores)
+    return stacked.mean(), stacked.std(unbiased=False) if splits > 1 else stacked.new_zeros(())
+
+
+def kernel_inception_distance(
+    real_features: Tensor,
+    fake_features: Tensor,
+    subsets: int = 100,
+    subset_size: int = 1000,
+    degree: int = 3,
+    gamma: Optional[float] = None,
+    coef: float = 1.0,
+    generator: Optional[torch.Generator] = None,
+) -> tuple[Tensor, Tensor]:
+    """KID (Bińkowski et al. 2018): unbiased polynomial-kernel MMD^2 averaged over random subsets (mean, std).
+
+    ``subset_size`` is capped at the smaller set's size; a seeded ``generator`` makes the subsets reproducible.
+    """
+    _check_features(real_features, fake_features)
+    size = min(subset_size, real_features.shape[0], fake_features.shape[0])
+    if size < 2 or subsets < 1:
+        raise ValueError(f"kernel_inception_distance needs subsets >= 1 and >= 2 samples per set, got {subsets}, {size}")
+    real, fake = real_features.double(), fake_features.double()
+    scores = []
+    for _ in range(subsets):
+        r = torch.randperm(real.shape[0], generator=generator)[:size].to(real.device)
+        f = torch.randperm(fake.shape[0], generator=generator)[:size].to(fake.device)
+        scores.append(poly_mmd(real[r], fake[f], degree, gamma, coef))
+    stacked = torch.stack(scores)
+    return stacked.mean(), stacked.std(unbiased=False)
+
+
+# -- metric classes on images ---------------------------------------------------------------------------------------
+def as_feature_extractor(extractor: Optional[nn.Module]) -> FeatureExtractor:
+    """``None`` -> the standard Inception extractor; a plain ``nn.Module`` -> wrapped as a :class:`FeatureExtractor`."""
+    if extractor is None:
+        return InceptionFeatureExtractor()
+    if isinstance(extractor, FeatureExtractor):
+        return extractor
+    if isinstance(extractor, nn.Module):
+        return FeatureExtractor(extractor)
+    raise TypeError(f"extractor must be an nn.Module or None, got {type(extractor).__name__}")
+
+
+class _ExtractorView(nn.Module):
+    """What torchmetrics calls as its ``feature`` network: images in ``data_range`` -> features or logits."""
+
+    def __init__(self, extractor: FeatureExtractor, data_range: tuple[float, float], output: str) -> None:
+        super().__init__()
+        self.extractor = extractor
+        self.data_range = (float(data_range[0]), float(data_range[1]))
+        self.output = output
+
+    @property
+    def num_features(self) -> int:
+        """Feature length (torchmetrics reads it instead of running a dummy image)."""
+        return self.extractor.num_features
+
+    def forward(self, images: Tensor) -> Tensor:
+        """Features (or logits) of a batch."""
+        features, logits = self.extractor.extract(images, self.data_range)
+        if self.output == "features":
+            return features
+        if logits is None:
+            raise ValueError(
+                f"{self.extractor.name} gives no class logits, which the Inception Score needs: use an extractor whose "
+                "net returns (features, logits) or has features_and_logits(), e.g. ClassifierFeatureExtractor"
+            )
+        return logits
+
+
+class FrechetInceptionDistance(_TMFrechetInceptionDistance):
+    """torchmetrics' FID on images in ``data_range`` with any extractor (``None``: Inception pool features)."""
+
+    higher_is_better = False
+
+    def __init__(
+        self,
+        extractor: Optional[nn.Module] = None,
+        data_range: tuple[float, float] = (-1.0, 1.0),
+        reset_real_features: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        view = _ExtractorView(as_feature_extractor(extractor), data_range, "features")
+        super().__init__(feature=view, reset_real_features=reset_real_features, **kwargs)
+
+
+class InceptionScore(_TMInceptionScore):
+    """torchmetrics' Inception Score on images in ``data_range`` from the extractor's class logits."""
+
+    def __init__(
+        self,
+        extractor: Optional[nn.Module] = None,
+        data_range: tuple[float, float] = (-1.0, 1.0),
+        splits: int = 10,
+        **kwargs: Any,
+    ) -> None:
+        view = _ExtractorView(as_feature_extractor(extractor), data_range, "logits")
+        super().__init__(feature=view, splits=splits, **kwargs)
+
+
+class KernelInceptionDistance(_TMKernelInceptionDistance):
+    """torchmetrics' KID (unbiased MMD^2, polynomial kernel) on images in ``data_range`` with any extractor."""
+
+    def __init__(
+        self,
+        extractor: Optional[nn.Module] = None,
+        data_range: tuple[float, float] = (-1.0, 1.0),
+        subsets: int = 100,
+        subset_size: int = 1000,
+        **kwargs: Any,
+    ) -> None:
+        view = _ExtractorView(as_feature_extractor(extractor), data_range, "features")
+        super().__init__(feature=view, subsets=subsets, subset_size=subset_size, **kwargs)
+
+
+class PrecisionRecall(Metric):
+    """Improved precision and recall (Kynkäänniemi et al. 2019) of generated vs real images in extractor features.
+
+    ``update(images, real=bool)``; ``compute()`` returns ``(precision, recall)``. Features are gathered from all
+    processes before the k-NN manifolds are built.
+    """
+
+    higher_is_better = True
+    full_state_update = False
+
+    def __init__(
+        self,
+        extractor: Optional[nn.Module] = None,
+        data_range: tuple[float, float] = (-1.0, 1.0),
+        k: int = 3,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.view = _ExtractorView(as_feature_extractor(extractor), data_range, "features")
+        self.k = k
+        self.add_state("real_features", default=[], dist_reduce_fx="cat")
+        self.add_state("fake_features", default=[], dist_reduce_fx="cat")
+
+    def update(self, images: Tensor, real: bool) -> None:
+        """Add a batch of real or generated images."""
+        (self.real_features if real else self.fake_features).append(self.view(images))
+
+    def compute(self) -> tuple[Tensor, Tensor]:
+        """``(precision, recall)`` of everything added so far."""
+        if not self.real_features or not self.fake_features:
+            raise ValueError("PrecisionRecall needs both real and generated images before compute()")
+        return improved_precision_recall(dim_zero_cat(self.real_features), dim_zero_cat(self.fake_features), self.k)
