@@ -126,9 +126,36 @@ class GenerativeMetricsCallback(L.Callback):
 
     # -- set-up ---------------------------------------------------------------------------------------------------
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        """Build the extractor at the start, so a missing Inception download fails before training does."""
+        """Build the extractor at the start, so missing Inception weights fail before training does; train a
+        ``ClassifierFeatureExtractor(train_if_missing=True)`` whose checkpoint does not exist yet."""
         if self.extractor is None:
             self.extractor = as_feature_extractor(self._extractor_arg)
+        if getattr(self.extractor, "needs_training", False):
+            self._train_extractor(trainer)
+
+    def _train_extractor(self, trainer: L.Trainer) -> None:
+        """Rank 0 trains the classifier on the data module's training split and saves it; the others receive it."""
+        extractor = self.extractor
+        datamodule = trainer.datamodule
+        if trainer.is_global_zero:
+            if datamodule is None or not hasattr(datamodule, "train_dataloader"):
+                raise ValueError("ClassifierFeatureExtractor(train_if_missing=True) trains on the data module's "
+                                 "train_dataloader(): run with a data module, or train the classifier beforehand")
+            if trainer.state.fn != "fit":  # test/validate set up only their own split
+                datamodule.setup("fit")
+            shape = getattr(datamodule, "image_shape", None)
+            num_classes = int(getattr(datamodule, "num_classes", 0) or 0)
+            if shape is None:
+                shape = tuple(_images_of(self._dataset(trainer, "train"), [0]).shape[1:])
+            start = time.perf_counter()
+            path = extractor.train_on(datamodule.train_dataloader(), tuple(shape), num_classes)
+            rank_zero_info(f"GenerativeMetricsCallback: trained the feature classifier in "
+                           f"{time.perf_counter() - start:.0f} s (train accuracy "
+                           f"{100 * extractor.train_accuracy:.2f} %) and saved it to {path}")
+        # every process gets rank 0's weights (no shared file system needed across nodes)
+        net = trainer.strategy.broadcast(extractor.net.cpu() if trainer.is_global_zero else None, src=0)
+        if not trainer.is_global_zero:
+            extractor.use(net)
 
     def state_dict(self) -> dict[str, Any]:
         """Nothing to resume: the cache lives on disk."""
@@ -276,8 +303,8 @@ class GenerativeMetricsCallback(L.Callback):
         return values
 
     def _log(self, pl_module: L.LightningModule, stage: str, values: dict[str, float]) -> None:
-        # every process holds the same values, so no reduction is needed
-        pl_module.log_dict({f"{stage}/{k}": v for k, v in values.items()}, sync_dist=False, rank_zero_only=False)
+        # every process holds the same values; the (exact) mean over processes only keeps Lightning from warning
+        pl_module.log_dict({f"{stage}/{k}": v for k, v in values.items()}, sync_dist=True)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Evaluate after every ``every_n_epochs``-th training epoch (keys ``val/...``)."""

@@ -248,15 +248,81 @@ class InceptionFeatureExtractor(FeatureExtractor):
 
 
 class ClassifierFeatureExtractor(FeatureExtractor):
-    """Features and logits of a small :class:`~lightning_gen.nets.ImageClassifier` saved by
-    ``python -m lightning_gen.metrics.classifier`` (the offline choice for MNIST-like data).
+    """Features and logits of a small :class:`~lightning_gen.nets.ImageClassifier` saved at ``checkpoint`` (the
+    offline choice for MNIST-like data; train one with ``python -m lightning_gen.metrics.classifier``).
 
-    Inputs are resized to the classifier's image size and converted to its channel count (1 -> 3 only).
+    With ``train_if_missing=True`` a missing checkpoint is not an error: the first
+    :class:`~lightning_gen.callbacks.GenerativeMetricsCallback` that uses the extractor trains the classifier on the
+    data module's training images and labels (``epochs`` epochs, seed ``seed``; under DDP rank 0 trains and sends
+    the weights to the others) and saves it at ``checkpoint``, so later runs reuse it. Inputs are resized to the classifier's
+    image size and converted to its channel count (1 -> 3 only).
     """
 
-    def __init__(self, checkpoint: str, map_location: Any = "cpu") -> None:
+    def __init__(
+        self,
+        checkpoint: str,
+        map_location: Any = "cpu",
+        train_if_missing: bool = False,
+        epochs: int = 2,
+        seed: int = 0,
+    ) -> None:
         from lightning_gen.nets.classifier import load_classifier
 
-        net = load_classifier(checkpoint, map_location=map_location)
-        super().__init__(net, channels=net.channels, image_size=net.image_size, net_range="minus_one_one",
-                         name=f"classifier-{Path(checkpoint).stem}", num_features=net.feature_dim)
+        self.checkpoint = Path(checkpoint).expanduser()
+        self.train_epochs, self.train_seed, self.map_location = epochs, seed, map_location
+        if train_if_missing and not self.checkpoint.is_file():
+            # placeholder until train_on() builds the real net: nothing may extract features before that
+            super().__init__(nn.Identity(), net_range="minus_one_one", name=f"classifier-{self.checkpoint.stem}")
+            self.needs_training = True
+            return
+        net = load_classifier(self.checkpoint, map_location=map_location)
+        self.use(net)
+
+    def use(self, net: nn.Module) -> None:
+        """Extract with ``net`` (an :class:`~lightning_gen.nets.ImageClassifier`) from now on."""
+        if "_modules" not in self.__dict__:  # the first net: nn.Module is not initialized yet
+            super().__init__(net, channels=net.channels, image_size=net.image_size, net_range="minus_one_one",
+                             name=f"classifier-{self.checkpoint.stem}", num_features=net.feature_dim)
+        else:
+            self.net = net.eval().requires_grad_(False)
+            self.channels, self.image_size, self._num_features = net.channels, net.image_size, net.feature_dim
+            self._fingerprint = None
+        self.needs_training = False
+
+    def extract(
+        self, images: Tensor, data_range: tuple[float, float] = (-1.0, 1.0), check: bool = True
+    ) -> tuple[Tensor, Optional[Tensor]]:
+        """``(features, logits)``, once the classifier exists (see :meth:`train_on`)."""
+        if self.needs_training:
+            raise RuntimeError(
+                f"the classifier {self.checkpoint} has not been trained yet: GenerativeMetricsCallback trains it at "
+                "setup, or call train_on(loader, image_shape, num_classes) yourself"
+            )
+        return super().extract(images, data_range, check)
+
+    def train_on(self, loader: Any, image_shape: tuple[int, int, int], num_classes: int) -> Path:
+        """Train an ImageClassifier on ``(images in [-1, 1], labels)`` batches, save it at ``checkpoint``, use it.
+
+        The global random state is left untouched (training runs under ``torch.random.fork_rng`` with ``seed``).
+        """
+        from lightning_gen.metrics.classifier import train_classifier
+        from lightning_gen.nets.classifier import ImageClassifier, save_classifier
+
+        if num_classes < 2:
+            raise ValueError(
+                f"ClassifierFeatureExtractor(train_if_missing=True) trains on class labels, but the data has "
+                f"num_classes={num_classes}: train a classifier on labelled images of this kind with "
+                "`python -m lightning_gen.metrics.classifier`, or pass another extractor"
+            )
+        channels, height, width = image_shape
+        if height != width:
+            raise ValueError(f"the classifier takes square images, got {height}x{width}")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.train_seed)
+            net = ImageClassifier(image_size=height, channels=channels, num_classes=num_classes)
+            accuracy = train_classifier(net, loader, epochs=self.train_epochs, log=None)
+        save_classifier(net, self.checkpoint)
+        self.use(net.eval())
+        self.train_accuracy = accuracy
+        return self.checkpoint
+
