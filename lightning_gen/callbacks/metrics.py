@@ -11,7 +11,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence, Union
 
 import lightning as L
 import torch
@@ -93,7 +93,7 @@ class GenerativeMetricsCallback(L.Callback):
         test_split: str = "test",
         on_test: bool = True,
         data_range: tuple[float, float] = (-1.0, 1.0),
-        cache_dir: Any = None,
+        cache_dir: Optional[Union[str, Path, bool]] = None,
         seed: int = 0,
         kid_subsets: int = 100,
         kid_subset_size: int = 1000,
@@ -221,6 +221,12 @@ class GenerativeMetricsCallback(L.Callback):
     def _real_features(self, trainer: L.Trainer, split: str) -> Tensor:
         dataset = self._dataset(trainer, split)
         size = min(self.num_real or self.num_samples, len(dataset))
+        if size < 2:
+            raise ValueError(
+                f"GenerativeMetricsCallback compares samples with the data module's {split!r} split, which holds "
+                f"{len(dataset)} image(s); the metrics need at least 2 (thousands are usual): give that split more "
+                "images (e.g. a larger val_fraction) or choose another with fit_split/test_split"
+            )
         key = self._cache_key(trainer, split, size, len(dataset))
         if key in self._real:
             return self._real[key]

@@ -174,7 +174,7 @@ class FeatureExtractor(nn.Module):
             digest = hashlib.sha1(repr((self.name, self.channels, self.image_size, self.net_range)).encode())
             for key, tensor in sorted(self.net.state_dict().items()):
                 digest.update(key.encode())
-                digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+                digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
             self._fingerprint = f"{self.name}-{digest.hexdigest()[:16]}"
         return self._fingerprint
 
