@@ -25,7 +25,7 @@ from lightning_gen.metrics.image import (
     inception_score,
     kernel_inception_distance,
 )
-from lightning_gen.metrics.precision_recall import improved_precision_recall
+from lightning_gen.metrics.precision_recall import improved_precision_recall, knn_radii
 
 __all__ = ["GenerativeMetricsCallback", "default_cache_dir"]
 
@@ -121,17 +121,26 @@ class GenerativeMetricsCallback(L.Callback):
         self._extractor_arg = extractor
         self.extractor: Optional[FeatureExtractor] = None
         self._real: dict[str, Tensor] = {}
+        self._real_radii: dict[str, Tensor] = {}
         self.last: dict[str, float] = {}
         self.last_seconds: dict[str, float] = {}
 
     # -- set-up ---------------------------------------------------------------------------------------------------
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         """Build the extractor at the start, so missing Inception weights fail before training does; train a
-        ``ClassifierFeatureExtractor(train_if_missing=True)`` whose checkpoint does not exist yet."""
+        ``ClassifierFeatureExtractor(train_if_missing=True)`` whose checkpoint does not exist yet. Stages that will
+        not evaluate (``predict``, ``validate``, ``fit`` with ``every_n_epochs=None``) build nothing."""
+        will_evaluate = (stage == "fit" and self.every_n_epochs is not None) or (stage == "test" and self.on_test)
+        if will_evaluate:
+            self._prepare_extractor(trainer)
+
+    def _prepare_extractor(self, trainer: L.Trainer) -> FeatureExtractor:
+        """Build the extractor once (and train a missing classifier); return it."""
         if self.extractor is None:
             self.extractor = as_feature_extractor(self._extractor_arg)
         if getattr(self.extractor, "needs_training", False):
             self._train_extractor(trainer)
+        return self.extractor
 
     def _train_extractor(self, trainer: L.Trainer) -> None:
         """Rank 0 trains the classifier on the data module's training split and saves it; the others receive it."""
@@ -218,7 +227,8 @@ class GenerativeMetricsCallback(L.Callback):
         digest = hashlib.sha1(json.dumps(description, sort_keys=True).encode()).hexdigest()[:16]
         return f"{type(datamodule).__name__}-{split}-{size}-{self.extractor.name}-{digest}"
 
-    def _real_features(self, trainer: L.Trainer, split: str) -> Tensor:
+    def _real_features(self, trainer: L.Trainer, split: str) -> tuple[str, Tensor]:
+        """``(cache key, features)`` of the split's reference images: from memory, the disk cache, or computed."""
         dataset = self._dataset(trainer, split)
         size = min(self.num_real or self.num_samples, len(dataset))
         if size < 2:
@@ -229,7 +239,7 @@ class GenerativeMetricsCallback(L.Callback):
             )
         key = self._cache_key(trainer, split, size, len(dataset))
         if key in self._real:
-            return self._real[key]
+            return key, self._real[key]
         path = self.cache_dir / f"{key}.pt" if self.cache_dir is not None else None
         features = None
         if path is not None and trainer.strategy.broadcast(path.is_file(), src=0):
@@ -250,7 +260,7 @@ class GenerativeMetricsCallback(L.Callback):
                 rank_zero_info(f"GenerativeMetricsCallback: real features of {size} {split} images computed in "
                                f"{time.perf_counter() - start:.1f} s and cached at {path}")
         self._real[key] = features
-        return features
+        return key, features
 
     # -- generated features and metrics ---------------------------------------------------------------------------
     def _generated_features(self, trainer: L.Trainer, pl_module: L.LightningModule) -> tuple[Tensor, Tensor]:
@@ -267,8 +277,11 @@ class GenerativeMetricsCallback(L.Callback):
         d = self.extractor.num_features
         return both[:, :d], both[:, d:]
 
-    def compute(self, real: Tensor, fake: Tensor, fake_logits: Optional[Tensor] = None) -> dict[str, float]:
-        """The chosen metrics from real and generated features (and the generated samples' class logits)."""
+    def compute(
+        self, real: Tensor, fake: Tensor, fake_logits: Optional[Tensor] = None, real_radii: Optional[Tensor] = None
+    ) -> dict[str, float]:
+        """The chosen metrics from real and generated features (and the generated samples' class logits;
+        ``real_radii``: the real set's k-NN radii for precision/recall, when already known)."""
         values: dict[str, float] = {}
         if "fid" in self.metrics:
             values["fid"] = float(frechet_distance(real, fake))
@@ -285,23 +298,22 @@ class GenerativeMetricsCallback(L.Callback):
             mean, std = inception_score(fake_logits, self.is_splits)
             values["inception_score"], values["inception_score_std"] = float(mean), float(std)
         if "precision_recall" in self.metrics:
-            precision, recall = improved_precision_recall(real, fake, self.pr_k)
+            precision, recall = improved_precision_recall(real, fake, self.pr_k, real_radii=real_radii)
             values["precision"], values["recall"] = float(precision), float(recall)
         return values
 
     @torch.no_grad()
     def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, split: str) -> dict[str, float]:
         """Compute the metrics of ``pl_module``'s samples against the data module's ``split`` (all processes)."""
-        if self.extractor is None:
-            self.setup(trainer, pl_module, "evaluate")
-        assert self.extractor is not None
-        self.extractor.to(pl_module.device)
+        self._prepare_extractor(trainer).to(pl_module.device)
         start = time.perf_counter()
-        real = self._real_features(trainer, split)
+        key, real = self._real_features(trainer, split)
+        if "precision_recall" in self.metrics and key not in self._real_radii:  # fixed real set: its radii once
+            self._real_radii[key] = knn_radii(real.to(pl_module.device), self.pr_k)
         after_real = time.perf_counter()
         fake, fake_logits = self._generated_features(trainer, pl_module)
         after_fake = time.perf_counter()
-        values = self.compute(real.to(fake.device), fake, fake_logits)
+        values = self.compute(real.to(fake.device), fake, fake_logits, self._real_radii.get(key))
         end = time.perf_counter()
         self.last_seconds = {"real": after_real - start, "generated": after_fake - after_real,
                              "compute": end - after_fake, "total": end - start}

@@ -18,7 +18,7 @@ from lightning_gen.metrics.image import (
     inception_score,
     kernel_inception_distance,
 )
-from lightning_gen.metrics.precision_recall import improved_precision_recall
+from lightning_gen.metrics.precision_recall import improved_precision_recall, knn_radii
 from lightning_gen.metrics.sliced_wasserstein import SlicedWassersteinDistance, sliced_wasserstein_distance
 from lightning_gen.metrics.toy import ToyModeMetrics, toy_mode_counts, toy_mode_statistics
 
@@ -40,6 +40,7 @@ __all__ = [
     "improved_precision_recall",
     "inception_score",
     "kernel_inception_distance",
+    "knn_radii",
     "sliced_wasserstein_distance",
     "toy_mode_counts",
     "toy_mode_statistics",

@@ -200,3 +200,21 @@ def test_ddp_two_cpu_processes_log_the_single_process_values(tmp_path):
     for key, value in test_single.items():
         assert ranks[0]["test_logged"][key] == pytest.approx(value, rel=1e-6, abs=1e-7), key
     assert ranks[0]["fit"]["fid"] > 0.1 and 0.0 < ranks[0]["fit"]["precision"] < 1.0
+
+
+def test_the_inception_extractor_is_built_only_by_stages_that_evaluate(tmp_path, monkeypatch):
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from lightning_gen.metrics import InceptionWeightsNotFoundError
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))  # no Inception weights anywhere
+    monkeypatch.delenv("LIGHTNING_GEN_INCEPTION_WEIGHTS", raising=False)
+    callback = GenerativeMetricsCallback(num_samples=10, cache_dir=False)  # extractor None: Inception
+    model = BlobSampler()
+    # predict never evaluates, so it needs no weights
+    (samples,) = trainer(tmp_path, callback).predict(model, DataLoader(TensorDataset(torch.arange(4)), batch_size=4))
+    assert samples.shape == (4, 1, 16, 16)
+    # fit does: it stops at set-up, before the first training step, and says how to provide the weights
+    with pytest.raises((InceptionWeightsNotFoundError, ModuleNotFoundError), match="ClassifierFeatureExtractor"):
+        trainer(tmp_path, callback).fit(model, BlobImages())
+    assert float(model.dummy) == 0.0

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from lightning_gen.metrics.precision_recall import improved_precision_recall
+from lightning_gen.metrics.precision_recall import improved_precision_recall, knn_radii
 
 
 def brute_force_precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int) -> tuple[float, float]:
@@ -119,3 +119,18 @@ def test_inputs_are_validated_with_clear_errors():
         improved_precision_recall(x, torch.full((10, 3), float("nan")))
     with pytest.raises(ValueError, match="floating point"):
         improved_precision_recall(x, torch.ones(10, 3, dtype=torch.long))
+
+
+def test_precomputed_real_radii_give_the_same_answer():
+    g = torch.Generator().manual_seed(6)
+    real, fake = torch.randn(90, 4, generator=g), torch.randn(70, 4, generator=g) + 0.6
+    for k in (1, 3):
+        radii = knn_radii(real + 5.0, k=k, chunk_size=16)  # radii do not depend on where the set sits
+        assert radii.dtype == torch.float64 and radii.shape == (90,)
+        assert pr(real, fake, k=k, real_radii=radii) == pytest.approx(brute_force_precision_recall(real, fake, k),
+                                                                      abs=1e-7)
+    # the k-th neighbour of 0 on the line 0, 1, 3, 7 is at distance 1, 3, 7 for k = 1, 2, 3 (squared radii)
+    line = torch.tensor([[0.0], [1.0], [3.0], [7.0]])
+    assert knn_radii(line, k=1)[0].item() == 1.0 and knn_radii(line, k=3)[0].item() == 49.0
+    with pytest.raises(ValueError, match="one radius per real sample"):
+        improved_precision_recall(real, fake, real_radii=radii[:10])
