@@ -215,6 +215,6 @@ class PrecisionRecall(Metric):
 
     def compute(self) -> tuple[Tensor, Tensor]:
         """``(precision, recall)`` of everything added so far."""
-        if not self.real_features or not self.fake_features:
+        if len(self.real_features) == 0 or len(self.fake_features) == 0:  # lists, or tensors once synced
             raise ValueError("PrecisionRecall needs both real and generated images before compute()")
         return improved_precision_recall(dim_zero_cat(self.real_features), dim_zero_cat(self.fake_features), self.k)

@@ -68,7 +68,7 @@ class SlicedWassersteinDistance(Metric):
 
     def compute(self) -> Tensor:
         """The distance between everything added so far (the directions come from ``seed``)."""
-        if not self.real_samples or not self.fake_samples:
+        if len(self.real_samples) == 0 or len(self.fake_samples) == 0:  # lists, or tensors once synced
             raise ValueError("SlicedWassersteinDistance needs both real and generated samples before compute()")
         real, fake = dim_zero_cat(self.real_samples), dim_zero_cat(self.fake_samples)
         generator = torch.Generator().manual_seed(self.seed)

@@ -20,12 +20,13 @@ from lightning_gen.metrics import (
     improved_precision_recall,
     inception_score,
     kernel_inception_distance,
+    sliced_wasserstein_distance,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "scripts"))
 
-from ddp_metrics import make_callback  # noqa: E402
+from ddp_metrics import make_callback, precision_recall_metric, swd_samples  # noqa: E402
 from metrics_fakes import BlobImages, BlobSampler, SmallConvFeatures  # noqa: E402
 
 
@@ -200,6 +201,16 @@ def test_ddp_two_cpu_processes_log_the_single_process_values(tmp_path):
     for key, value in test_single.items():
         assert ranks[0]["test_logged"][key] == pytest.approx(value, rel=1e-6, abs=1e-7), key
     assert ranks[0]["fit"]["fid"] > 0.1 and 0.0 < ranks[0]["fit"]["precision"] < 1.0
+    # SlicedWassersteinDistance gathered from two ranks equals the function on all samples in one process
+    real, fake = swd_samples()
+    expected = float(sliced_wasserstein_distance(real, fake, 64, 2, torch.Generator().manual_seed(0)))
+    assert ranks[0]["swd"] == ranks[1]["swd"] == pytest.approx(expected, rel=1e-6) and expected > 0.3
+    single_pr = precision_recall_metric()
+    single_pr.update(torch.tanh(real)[:, :, None, None], real=True)
+    single_pr.update(torch.tanh(fake + 1.0)[:, :, None, None], real=False)
+    expected_pr = [float(v) for v in single_pr.compute()]
+    assert ranks[0]["precision_recall"] == ranks[1]["precision_recall"] == pytest.approx(expected_pr, abs=1e-6)
+    assert 0.05 < min(expected_pr) < 0.95  # not a trivial 0 or 1
 
 
 def test_the_inception_extractor_is_built_only_by_stages_that_evaluate(tmp_path, monkeypatch):

@@ -9,13 +9,19 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from metrics_fakes import BlobImages, BlobSampler  # noqa: E402
 
 from lightning_gen.callbacks import GenerativeMetricsCallback  # noqa: E402
-from lightning_gen.metrics import ClassifierFeatureExtractor  # noqa: E402
+from lightning_gen.metrics import (  # noqa: E402
+    ClassifierFeatureExtractor,
+    FeatureExtractor,
+    PrecisionRecall,
+    SlicedWassersteinDistance,
+)
 
 # 250 samples in chunks of 64: four chunks of unequal size, two per rank
 CALLBACK_KWARGS = dict(num_samples=250, num_real=290, batch_size=64, kid_subsets=5, kid_subset_size=200,
@@ -33,6 +39,17 @@ def make_callback(cache_dir: Path, classifier: Path) -> GenerativeMetricsCallbac
     )
 
 
+def swd_samples() -> tuple[torch.Tensor, torch.Tensor]:
+    """101 real and 101 generated 3-D points (an odd count, so the ranks' shares differ)."""
+    g = torch.Generator().manual_seed(11)
+    return torch.randn(101, 3, generator=g), torch.randn(101, 3, generator=g) * 1.5 + 0.5
+
+
+def precision_recall_metric() -> PrecisionRecall:
+    """Improved precision/recall with the identity as feature extractor."""
+    return PrecisionRecall(extractor=FeatureExtractor(nn.Flatten(), num_features=3), k=3)
+
+
 def main(out: Path) -> None:
     torch.set_num_threads(1)
     L.seed_everything(3)
@@ -47,7 +64,18 @@ def main(out: Path) -> None:
     fit_logged = {k: float(v) for k, v in trainer.callback_metrics.items()}
     (test_logged,) = trainer.test(BlobSampler(shift=1.5), BlobImages(), verbose=False)
     fingerprint = callback.extractor.fingerprint()
-    torch.save({"fit": fit_values, "fingerprint": fingerprint, "fit_logged": fit_logged, "test": dict(callback.last), "test_logged": test_logged,
+    # the sliced Wasserstein metric: each rank adds its share (51 and 50 of 101 samples); states are concatenated
+    real, fake = swd_samples()
+    swd = SlicedWassersteinDistance(num_projections=64, seed=0)
+    swd.update(real[trainer.global_rank::2], real=True)
+    swd.update(fake[trainer.global_rank::2], real=False)
+    swd_value = float(swd.compute())
+    # the precision/recall metric likewise, on the same points squashed into [-1, 1] as 3 x 1 x 1 "images"
+    pr = precision_recall_metric()
+    pr.update(torch.tanh(real)[trainer.global_rank::2, :, None, None], real=True)
+    pr.update(torch.tanh(fake + 1.0)[trainer.global_rank::2, :, None, None], real=False)
+    pr_value = [float(v) for v in pr.compute()]
+    torch.save({"fit": fit_values, "fingerprint": fingerprint, "swd": swd_value, "precision_recall": pr_value, "fit_logged": fit_logged, "test": dict(callback.last), "test_logged": test_logged,
                 "world_size": trainer.world_size}, out / f"rank{trainer.global_rank}.pt")
 
 
