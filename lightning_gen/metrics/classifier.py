@@ -6,7 +6,8 @@ probabilities of the Inception Score then come from it)::
     python -m lightning_gen.metrics.classifier --dataset mnist --root ../shared/data \\
         --out checkpoints/mnist_classifier.pt --epochs 3 [--image_size 28] [--seed 0]
 
-It trains on the whole training split, prints the accuracy on the official test split and where it saved the net
+It trains on the whole training split, sets the feature scale (see ``ImageClassifier``), prints the accuracy on the
+official test split and where it saved the net
 (reload it with :func:`lightning_gen.nets.load_classifier`).
 """
 
@@ -142,6 +143,8 @@ def main(argv: Optional[Sequence[str]] = None) -> float:
     print(f"training ImageClassifier({image_size} px, {channels} channel(s), {data.num_classes} classes) on "
           f"{n_train} {args.dataset} training images for {args.epochs} epoch(s) on {args.device}")
     train_classifier(net, data.train_dataloader(), epochs=args.epochs, lr=args.lr, device=args.device)
+    scale = net.calibrate_feature_scale_(data.train_dataloader())
+    print(f"feature scale (RMS of the penultimate activations on the training images): {scale:.4g}")
     test = data.test_dataloader()
     accuracy = classifier_accuracy(net, test, device=args.device)
     print(f"test accuracy: {100 * accuracy:.2f} % on the {len(test.dataset)} images of the official test split")

@@ -301,7 +301,8 @@ class ClassifierFeatureExtractor(FeatureExtractor):
         return super().extract(images, data_range, check)
 
     def train_on(self, loader: Any, image_shape: tuple[int, int, int], num_classes: int) -> Path:
-        """Train an ImageClassifier on ``(images in [-1, 1], labels)`` batches, save it at ``checkpoint``, use it.
+        """Train an ImageClassifier on ``(images in [-1, 1], labels)`` batches, calibrate its feature scale on them,
+        save it at ``checkpoint`` and use it.
 
         The global random state is left untouched (training runs under ``torch.random.fork_rng`` with ``seed``).
         """
@@ -321,6 +322,7 @@ class ClassifierFeatureExtractor(FeatureExtractor):
             torch.manual_seed(self.train_seed)
             net = ImageClassifier(image_size=height, channels=channels, num_classes=num_classes)
             accuracy = train_classifier(net, loader, epochs=self.train_epochs, log=None)
+            net.calibrate_feature_scale_(loader)
         save_classifier(net, self.checkpoint)
         self.use(net.eval())
         self.train_accuracy = accuracy
