@@ -37,7 +37,7 @@ def test_every_family_has_ring_and_grid_recipes():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: f"{p.parent.name}/{p.name}")
-def test_recipe_fits_validates_predicts_and_loads(config, tmp_path):
+def test_recipe_fits_validates_tests_predicts_and_loads(config, tmp_path):
     main(["fit", *_quick(config, tmp_path)])
     last = next(tmp_path.rglob("last.ckpt"))
     ckpt = torch.load(last, weights_only=True)
@@ -46,6 +46,11 @@ def test_recipe_fits_validates_predicts_and_loads(config, tmp_path):
     main(["validate", *_quick(config, tmp_path), f"--ckpt_path={last}"])
     metrics = (sorted(tmp_path.rglob("metrics.csv")))[-1].read_text()
     assert "val/modes_covered" in metrics and "val/hq_percent" in metrics and "val/reverse_kl" in metrics
+
+    # `lightning-gen test` reports the toy metrics of the checkpoint on the test split
+    main(["test", *_quick(config, tmp_path), f"--ckpt_path={last}"])
+    metrics = (sorted(tmp_path.rglob("metrics.csv"), key=lambda p: p.stat().st_mtime))[-1].read_text()
+    assert "test/modes_covered" in metrics and "test/hq_percent" in metrics and "test/reverse_kl" in metrics
 
     main(["predict", *_quick(config, tmp_path), f"--ckpt_path={last}"])
     samples = torch.load(next(tmp_path.rglob("samples.pt")), weights_only=True)
