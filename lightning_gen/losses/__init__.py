@@ -1,7 +1,10 @@
-"""Adversarial losses, critic regularizers, training stabilizers and VAE bound terms as pure functions."""
+"""Adversarial losses, critic regularizers, training stabilizers, VAE bound terms and the
+diffusion loss as pure functions."""
 
 from lightning_gen.losses.adversarial import *  # noqa: F401,F403
 from lightning_gen.losses.adversarial import __all__ as _adv_all
+from lightning_gen.losses.diffusion import *  # noqa: F401,F403
+from lightning_gen.losses.diffusion import __all__ as _diff_all
 from lightning_gen.losses.elbo import *  # noqa: F401,F403
 from lightning_gen.losses.elbo import __all__ as _elbo_all
 from lightning_gen.losses.regularizers import *  # noqa: F401,F403
@@ -9,4 +12,4 @@ from lightning_gen.losses.regularizers import __all__ as _reg_all
 from lightning_gen.losses.stabilizers import *  # noqa: F401,F403
 from lightning_gen.losses.stabilizers import __all__ as _stab_all
 
-__all__ = list(_adv_all) + list(_reg_all) + list(_stab_all) + list(_elbo_all)
+__all__ = list(_adv_all) + list(_reg_all) + list(_stab_all) + list(_elbo_all) + list(_diff_all)
