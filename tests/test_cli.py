@@ -11,7 +11,9 @@ import lightning_gen
 from lightning_gen.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = sorted((ROOT / "configs").glob("*/toy_*.yaml"))
+GAN_FAMILIES = {"gan", "wgan", "wgan_gp", "dragan", "lsgan", "hinge"}
+# the likelihood families' toy recipes have their own tests (tests/modules/test_*_recipes.py)
+CONFIGS = sorted(p for p in (ROOT / "configs").glob("*/toy_*.yaml") if p.parent.name in GAN_FAMILIES)
 
 
 def _quick(config: Path, root: Path) -> list[str]:
@@ -31,7 +33,7 @@ def _quick(config: Path, root: Path) -> list[str]:
 
 def test_every_family_has_ring_and_grid_recipes():
     families = {p.parent.name for p in CONFIGS}
-    assert families == {"gan", "wgan", "wgan_gp", "dragan", "lsgan", "hinge"}
+    assert families == GAN_FAMILIES
     assert len(CONFIGS) == 2 * len(families)
 
 

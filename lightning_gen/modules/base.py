@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import importlib
+import inspect
+from functools import partial
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
 import lightning as L
 import torch
 import torch.distributed as dist
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 from torch import Tensor
 
-__all__ = ["GenerativeModule", "load_model"]
+__all__ = ["GenerativeModule", "SingleObjectiveModule", "batch_data", "load_model"]
 
 _RNG_KEY = "lightning_gen_rng_states"
 
@@ -82,6 +86,64 @@ class GenerativeModule(L.LightningModule):
     def load(cls, checkpoint_path: Union[str, Path], map_location: Any = "cpu", **kwargs: Any) -> "GenerativeModule":
         """Load a trained model of any family from its checkpoint in one call (see :func:`load_model`)."""
         return load_model(checkpoint_path, map_location=map_location, expected=cls, **kwargs)
+
+
+def batch_data(batch: Any) -> Tensor:
+    """The data tensor of a batch: the batch itself, or the first item of a ``(data, labels)`` batch."""
+    data = batch[0] if isinstance(batch, (list, tuple)) else batch
+    if not isinstance(data, Tensor):
+        raise TypeError(f"expected a batch of tensors or (tensor, labels), got {type(data).__name__}")
+    return data
+
+
+class SingleObjectiveModule(GenerativeModule):
+    """Base of the families trained by one loss and one optimizer with Lightning's automatic optimization
+    (autoencoders, VAE, RealNVP, DDPM): it saves hyperparameters, builds the optimizer and an optional
+    per-step learning-rate scheduler, and keeps an optional EMA of the nets that sampling uses.
+
+    Subclasses call :meth:`_init_objective` from ``__init__`` and implement ``training_loss(data) -> (loss, logs)``.
+    """
+
+    def _init_objective(
+        self,
+        nets: Sequence[str],
+        optimizer: Optional[OptimizerCallable],
+        scheduler: Optional[LRSchedulerCallable],
+        default_lr: float,
+    ) -> None:
+        """Save the caller's ``__init__`` arguments as hyperparameters (the nets only when the CLI built them, as
+        config) and store the optimizer/scheduler factories; ``Adam(default_lr)`` when no optimizer is given."""
+        ignore = [] if _given_hyperparameters.get() is not None else [*nets, "optimizer", "scheduler"]
+        frame = inspect.currentframe()
+        assert frame is not None and frame.f_back is not None
+        self.save_hyperparameters(ignore=ignore, frame=frame.f_back)
+        self._optimizer_factory: Callable[[Iterable[Any]], torch.optim.Optimizer] = (
+            optimizer if optimizer is not None else partial(torch.optim.Adam, lr=default_lr)
+        )
+        self._scheduler_factory = scheduler
+
+    def training_loss(self, data: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """The scalar loss to minimize on a batch of data, and the terms to log (without the ``train/`` prefix)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement training_loss(data)")
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        """Minimize :meth:`training_loss`; its terms are logged as ``train/<name>``."""
+        data = batch_data(batch)
+        loss, logs = self.training_loss(data)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"{type(self).__name__}: the training loss is {float(loss)} at step {self.global_step}; lower the "
+                "learning rate or enable gradient clipping (`trainer.gradient_clip_val`)."
+            )
+        self.log_dict({f"train/{k}": v for k, v in logs.items()}, batch_size=data.shape[0])
+        return loss
+
+    def configure_optimizers(self) -> Any:
+        """One optimizer over all trainable parameters; the scheduler (if any) steps after every optimizer step."""
+        optimizer = self._optimizer_factory([p for p in self.parameters() if p.requires_grad])
+        if self._scheduler_factory is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self._scheduler_factory(optimizer), "interval": "step"}}
 
 
 def load_model(
