@@ -6,8 +6,12 @@ import logging
 import os
 import tempfile
 import warnings
+from pathlib import Path
+from typing import Callable
 
 import pytest
+import torch
+import yaml
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
@@ -30,3 +34,62 @@ def tiny_trainer_kwargs(tmp_path):
         enable_model_summary=False,
         default_root_dir=str(tmp_path),
     )
+
+
+MNIST_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+METRICS_CALLBACK = "lightning_gen.callbacks.GenerativeMetricsCallback"
+
+
+@pytest.fixture
+def mnist_root() -> Path:
+    """The shipped MNIST digits' root (``../shared/data``); skips the test when they are absent."""
+    if not (MNIST_ROOT / "MNIST" / "raw").is_dir():
+        pytest.skip(f"MNIST digits not found under {MNIST_ROOT}")
+    return MNIST_ROOT
+
+
+@pytest.fixture(scope="session")
+def mnist_classifier_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the MNIST recipes' classifier extractor is trained (1 epoch, by the first recipe test) and reused."""
+    return tmp_path_factory.mktemp("classifier") / "mnist_classifier.pt"
+
+
+def stand_in_inception_weights(tmp_path: Path) -> Path:
+    """torch-fidelity's Inception-v3 with its random initialization saved as a weights file (the real weights
+    cannot be downloaded here)."""
+    tfi = pytest.importorskip("torch_fidelity.feature_extractor_inceptionv3")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(tfi, "load_state_dict_from_url", lambda *args, **kwargs: {})
+        mp.setattr(tfi.FeatureExtractorInceptionV3, "load_state_dict", lambda self, state: None)
+        torch.manual_seed(0)
+        net = tfi.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
+    path = tmp_path / "inception_stand_in.pth"
+    torch.save(net.state_dict(), path)
+    return path
+
+
+@pytest.fixture
+def shrink_recipe_metrics(
+    tmp_path: Path, mnist_classifier_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., Path]:
+    """Returns ``shrink(config, **metric_args) -> Path``: a copy of the recipe whose metrics callback draws a few
+    samples (classifier trained 1 epoch at ``mnist_classifier_path``; Inception from stand-in weights): the same
+    callbacks and extractors, a smaller job."""
+
+    def shrink(config: Path, **metric_args: object) -> Path:
+        recipe = yaml.safe_load(config.read_text())
+        (callback,) = [c for c in recipe["trainer"]["callbacks"] if c["class_path"] == METRICS_CALLBACK]
+        args = callback["init_args"]
+        args.update(num_samples=24, num_real=24, batch_size=12, kid_subsets=2, kid_subset_size=12, is_splits=2)
+        args.update(metric_args)
+        extractor = args["extractor"]
+        if extractor["class_path"].endswith("ClassifierFeatureExtractor"):
+            extractor["init_args"].update(checkpoint=str(mnist_classifier_path), epochs=1)
+        else:
+            assert extractor["class_path"].endswith("InceptionFeatureExtractor")
+            monkeypatch.setenv("LIGHTNING_GEN_INCEPTION_WEIGHTS", str(stand_in_inception_weights(tmp_path)))
+        shrunk = tmp_path / f"{config.parent.name}_{config.name}"
+        shrunk.write_text(yaml.safe_dump(recipe))
+        return shrunk
+
+    return shrink

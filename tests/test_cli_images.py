@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 from PIL import Image
 
 import lightning_gen
@@ -58,47 +57,6 @@ def data_root(config: Path, tmp_path: Path) -> Path:
     raise AssertionError(f"no test data for {config}")
 
 
-METRICS_CALLBACK = "lightning_gen.callbacks.GenerativeMetricsCallback"
-
-
-def stand_in_inception_weights(tmp_path: Path) -> Path:
-    """torch-fidelity's Inception-v3 with its random initialization saved as a weights file (the real weights
-    cannot be downloaded here)."""
-    tfi = pytest.importorskip("torch_fidelity.feature_extractor_inceptionv3")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(tfi, "load_state_dict_from_url", lambda *args, **kwargs: {})
-        mp.setattr(tfi.FeatureExtractorInceptionV3, "load_state_dict", lambda self, state: None)
-        torch.manual_seed(0)
-        net = tfi.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
-    path = tmp_path / "inception_stand_in.pth"
-    torch.save(net.state_dict(), path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def classifier_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Where the MNIST recipes' classifier extractor is trained (by the first recipe test) and reused."""
-    return tmp_path_factory.mktemp("classifier") / "mnist_classifier.pt"
-
-
-def shrink_metrics(config: Path, tmp_path: Path, classifier: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The recipe with its metrics callback shrunk to a few samples (classifier trained 1 epoch at ``classifier``;
-    Inception from stand-in weights): the same callbacks and extractors, a smaller job."""
-    recipe = yaml.safe_load(config.read_text())
-    (callback,) = [c for c in recipe["trainer"]["callbacks"] if c["class_path"] == METRICS_CALLBACK]
-    args = callback["init_args"]
-    args.update(num_samples=24, num_real=24, batch_size=12, kid_subsets=2, kid_subset_size=12, is_splits=2)
-    extractor = args["extractor"]
-    if extractor["class_path"].endswith("ClassifierFeatureExtractor"):
-        extractor["init_args"].update(checkpoint=str(classifier), epochs=1)
-    else:
-        assert extractor["class_path"].endswith("InceptionFeatureExtractor")
-        monkeypatch.setenv("LIGHTNING_GEN_INCEPTION_WEIGHTS", str(stand_in_inception_weights(tmp_path)))
-    shrunk = tmp_path / config.name
-    shrunk.write_text(yaml.safe_dump(recipe))
-    return shrunk
-
-
 def _quick(config: Path, root: Path, data: Path) -> list[str]:
     """Arguments that shrink an image recipe to a few seconds: 2 generator steps, narrow nets, small batches."""
     return [
@@ -125,9 +83,9 @@ def test_every_image_recipe_of_the_issue_exists():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("config", IMAGE_CONFIGS, ids=lambda p: f"{p.parent.name}/{p.stem}")
-def test_image_recipe_fits_predicts_tests_and_loads(config, tmp_path, classifier_path, monkeypatch):
+def test_image_recipe_fits_predicts_tests_and_loads(config, tmp_path, shrink_recipe_metrics):
     data = data_root(config, tmp_path)
-    args = _quick(shrink_metrics(config, tmp_path, classifier_path, monkeypatch), tmp_path, data)
+    args = _quick(shrink_recipe_metrics(config), tmp_path, data)
     if "CelebADataModule" in config.read_text():
         args.append("--data.val_fraction=0.5")  # without a partition file test = val: 12 of the 24 fake faces
     main(["fit", *args])

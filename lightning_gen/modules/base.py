@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import importlib
 import inspect
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional, Sequence, Union
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Union
 
 import lightning as L
 import torch
@@ -15,7 +16,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 from torch import Tensor
 
-__all__ = ["GenerativeModule", "SingleObjectiveModule", "batch_data", "load_model"]
+__all__ = ["GenerativeModule", "SingleObjectiveModule", "batch_data", "eval_mode", "load_model"]
 
 _RNG_KEY = "lightning_gen_rng_states"
 
@@ -86,6 +87,19 @@ class GenerativeModule(L.LightningModule):
     def load(cls, checkpoint_path: Union[str, Path], map_location: Any = "cpu", **kwargs: Any) -> "GenerativeModule":
         """Load a trained model of any family from its checkpoint in one call (see :func:`load_model`)."""
         return load_model(checkpoint_path, map_location=map_location, expected=cls, **kwargs)
+
+
+@contextmanager
+def eval_mode(*nets: torch.nn.Module) -> Iterator[None]:
+    """Put ``nets`` in eval mode for the block, then restore each one's previous mode."""
+    modes = [net.training for net in nets]
+    for net in nets:
+        net.eval()
+    try:
+        yield
+    finally:
+        for net, mode in zip(nets, modes):
+            net.train(mode)
 
 
 def batch_data(batch: Any) -> Tensor:

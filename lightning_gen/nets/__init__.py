@@ -1,5 +1,6 @@
 """Plain ``torch.nn`` building blocks (no Lightning)."""
 
+from lightning_gen.nets.autoencoder import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
 from lightning_gen.nets.classifier import ImageClassifier, load_classifier, save_classifier
 from lightning_gen.nets.dcgan import DCGAN_IMAGE_SIZES, DCGANDiscriminator, DCGANGenerator
 from lightning_gen.nets.layers import (
@@ -13,6 +14,10 @@ from lightning_gen.nets.mlp import MLPDiscriminator, MLPGenerator, make_activati
 from lightning_gen.nets.sngan import SNGAN_IMAGE_SIZES, SNGANDiscriminator, SNGANGenerator
 
 __all__ = [
+    "MLPEncoder",
+    "MLPDecoder",
+    "ConvEncoder",
+    "ConvDecoder",
     "MLPGenerator",
     "MLPDiscriminator",
     "make_activation",

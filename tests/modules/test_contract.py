@@ -1,0 +1,195 @@
+"""The one `sample()` contract every generative module keeps (tests/modules/*: each family's own theory tests).
+
+For every family, on toy vectors and on small images: ``sample(n, generator=...)`` returns ``n`` samples of the
+data's shape and range, is reproducible with a seeded generator (and leaves the global random state alone),
+gives the same samples after loading a checkpoint, and works with the sample-grid and metrics callbacks. Density
+models (VAE, RealNVP) also expose ``log_prob(x)``, one finite value per example.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import lightning as L
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import lightning_gen
+from lightning_gen.callbacks import GenerativeMetricsCallback, SampleGridCallback, ToyMetricsCallback, ToyScatterCallback
+from lightning_gen.data import ToyGaussiansDataModule
+from lightning_gen.metrics import FeatureExtractor
+from lightning_gen.nets import DCGANDiscriminator, DCGANGenerator, MLPDecoder, MLPDiscriminator, MLPEncoder, MLPGenerator
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests" / "scripts"))
+
+from metrics_fakes import BlobImages, SmallConvFeatures  # noqa: E402
+
+IMAGE = (1, 16, 16)
+
+
+class Blobs28(BlobImages):
+    """The blob images resized to 28 px (for the DCGAN nets, which take 28, 32 or 64 px)."""
+
+    def __init__(self) -> None:
+        super().__init__(train_size=120, test_size=60, batch_size=20)
+        self.image_shape = (1, 28, 28)
+        for split, ds in self.splits.items():
+            x = F.interpolate(ds.tensors[0], size=28, mode="bilinear", align_corners=False).clamp(-1, 1)
+            self.splits[split] = TensorDataset(x, ds.tensors[1])
+
+
+@dataclass
+class Case:
+    """How to build one family's module (``nets()`` fresh nets, ``build(**nets)`` the module) and its data."""
+
+    build: Callable[..., lightning_gen.GenerativeModule]
+    nets: Callable[[], dict[str, nn.Module]]
+    data: str  # "toy", "image" (1 x 16 x 16) or "image28"
+    density: bool = False
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+def _gan_nets() -> dict[str, nn.Module]:
+    return {"generator": MLPGenerator(4, 2, (16,)), "discriminator": MLPDiscriminator(2, (16,))}
+
+
+def _image_gan_nets() -> dict[str, nn.Module]:
+    return {"generator": MLPGenerator(8, IMAGE, (32,), output_activation="tanh"),
+            "discriminator": MLPDiscriminator(IMAGE, (32,))}
+
+
+def _cgan_nets() -> dict[str, nn.Module]:
+    return {"generator": DCGANGenerator(latent_dim=8, image_size=28, channels=1, base_channels=4, num_classes=3),
+            "discriminator": DCGANDiscriminator(image_size=28, channels=1, base_channels=4, num_classes=3)}
+
+
+def _ae_nets(shape: Any, code: int, latent: int) -> Callable[[], dict[str, nn.Module]]:
+    return lambda: {"encoder": MLPEncoder(shape, code, (32,)), "decoder": MLPDecoder(latent, shape, (32,))}
+
+
+CASES: dict[str, Case] = {
+    "gan/toy": Case(lightning_gen.GAN, _gan_nets, "toy"),
+    "wgan/toy": Case(lightning_gen.WGAN, _gan_nets, "toy"),
+    "wgan_gp/toy": Case(lightning_gen.WGANGP, _gan_nets, "toy"),
+    "dragan/toy": Case(lightning_gen.DRAGAN, _gan_nets, "toy"),
+    "lsgan/toy": Case(lightning_gen.LSGAN, _gan_nets, "toy"),
+    "hinge/image": Case(lightning_gen.HingeGAN, _image_gan_nets, "image"),
+    "gan_ema/image": Case(lightning_gen.GAN, _image_gan_nets, "image", kwargs={"ema_decay": 0.9}),
+    "cgan/image28": Case(lightning_gen.ConditionalGAN, _cgan_nets, "image28"),
+    "autoencoder/toy": Case(lightning_gen.Autoencoder, _ae_nets(2, 2, 2), "toy", kwargs={"data_range": None}),
+    "autoencoder/image": Case(lightning_gen.Autoencoder, _ae_nets(IMAGE, 4, 4), "image"),
+    "dae/image": Case(lightning_gen.DenoisingAutoencoder, _ae_nets(IMAGE, 4, 4), "image",
+                      kwargs={"reconstruction": "bernoulli"}),
+    "vae/toy": Case(lightning_gen.VAE, _ae_nets(2, 4, 2), "toy", density=True,
+                    kwargs={"likelihood": "gaussian", "data_range": None}),
+    "vae/image": Case(lightning_gen.VAE, _ae_nets(IMAGE, 8, 4), "image", density=True),
+}
+
+
+def _data(kind: str) -> L.LightningDataModule:
+    if kind == "toy":
+        return ToyGaussiansDataModule(mixture="ring", train_size=256, val_size=64, batch_size=32)
+    if kind == "image28":
+        return Blobs28()
+    return BlobImages(train_size=120, test_size=60, batch_size=20)
+
+
+def _data_shape(kind: str) -> tuple[int, ...]:
+    return {"toy": (2,), "image": IMAGE, "image28": (1, 28, 28)}[kind]
+
+
+def _callbacks(kind: str, tmp_path: Path) -> list[L.Callback]:
+    if kind == "toy":
+        return [ToyScatterCallback(every_n_epochs=1, num_samples=200, resolution=10), ToyMetricsCallback(num_samples=200)]
+    grid = SampleGridCallback(num_samples=4, every_n_epochs=1)
+    metrics = GenerativeMetricsCallback(
+        extractor=FeatureExtractor(SmallConvFeatures()), metrics=["fid", "precision_recall"], num_samples=24,
+        num_real=24, batch_size=12, every_n_epochs=None, cache_dir=tmp_path / "cache",
+    )
+    return [grid, metrics]
+
+
+@pytest.fixture(scope="module", params=sorted(CASES))
+def trained(request, tmp_path_factory) -> tuple[str, lightning_gen.GenerativeModule, L.Trainer, Path]:
+    """Each family fitted for 2 steps with the callbacks, tested (metrics), and checkpointed."""
+    name = request.param
+    case = CASES[name]
+    tmp_path = tmp_path_factory.mktemp(name.replace("/", "_"))
+    L.seed_everything(0)
+    model = case.build(**case.nets(), **case.kwargs)
+    trainer = L.Trainer(
+        accelerator="cpu", devices=1, max_epochs=1, limit_train_batches=2, limit_val_batches=1, num_sanity_val_steps=0,
+        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        callbacks=_callbacks(case.data, tmp_path), default_root_dir=str(tmp_path),
+    )
+    data = _data(case.data)
+    trainer.fit(model, data)
+    trainer.test(model, data, verbose=False)
+    ckpt = tmp_path / "model.ckpt"
+    trainer.save_checkpoint(ckpt)
+    return name, model, trainer, ckpt
+
+
+def _seeded(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def test_samples_have_the_data_shape_and_range(trained):
+    name, model, _, _ = trained
+    kind = CASES[name].data
+    x = model.sample(7, generator=_seeded(0))
+    assert x.shape == (7, *_data_shape(kind))
+    assert torch.isfinite(x).all()
+    if kind != "toy":
+        assert float(x.min()) >= -1.0 and float(x.max()) <= 1.0
+
+
+def test_a_seeded_generator_makes_samples_reproducible_and_leaves_the_global_rng_alone(trained):
+    _, model, _, _ = trained
+    state = torch.get_rng_state()
+    a, b, c = model.sample(6, generator=_seeded(3)), model.sample(6, generator=_seeded(3)), model.sample(6, generator=_seeded(4))
+    assert torch.equal(torch.get_rng_state(), state)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+    model.train()
+    modes = [m.training for m in model.modules()]
+    model.sample(2, generator=_seeded(0))
+    assert [m.training for m in model.modules()] == modes  # sampling runs in eval mode, then restores the modes
+
+
+def test_samples_are_the_same_after_loading_the_checkpoint(trained):
+    name, model, _, ckpt = trained
+    case = CASES[name]
+    loaded = type(model).load_from_checkpoint(ckpt, **case.nets())
+    torch.testing.assert_close(loaded.sample(5, generator=_seeded(7)), model.sample(5, generator=_seeded(7)),
+                               rtol=0, atol=0)
+
+
+def test_callbacks_rendered_and_logged(trained):
+    name, model, trainer, ckpt = trained
+    if CASES[name].data == "toy":
+        assert sorted(ckpt.parent.rglob("*.png")), "the toy scatter callback wrote no picture"
+    else:
+        grid = next(cb for cb in trainer.callbacks if isinstance(cb, SampleGridCallback))
+        assert grid.last_grid is not None and grid.last_grid.shape[0] == 3
+    keys = ["test/modes_covered", "test/hq_percent"] if CASES[name].data == "toy" else ["test/fid", "test/precision"]
+    for key in keys:
+        assert key in trainer.callback_metrics and torch.isfinite(trainer.callback_metrics[key]), key
+
+
+def test_density_models_expose_log_prob(trained):
+    name, model, _, _ = trained
+    if not CASES[name].density:
+        pytest.skip(f"{name} has no density")
+    data = _data(CASES[name].data)
+    data.setup("fit")
+    x = next(iter(data.train_dataloader()))[0][:9]
+    log_p = model.log_prob(x)
+    assert log_p.shape == (9,) and torch.isfinite(log_p).all()
