@@ -147,9 +147,8 @@ class Autoencoder(_LatentVariableModule):
         self.register_buffer("latent_mean", torch.zeros(d))
         self.register_buffer("latent_scale_tril", torch.eye(d))
         self.register_buffer("latent_fitted", torch.zeros((), dtype=torch.bool))
-        self.register_buffer("_code_sum", torch.zeros(d, dtype=torch.float64), persistent=False)
-        self.register_buffer("_code_outer", torch.zeros(d, d, dtype=torch.float64), persistent=False)
-        self.register_buffer("_code_count", torch.zeros((), dtype=torch.float64), persistent=False)
+        # plain attributes, not buffers: DDP broadcasts rank 0's buffers at every forward, which would overwrite them
+        self._code_sums: Optional[list[Tensor]] = None  # [sum z, sum z z^T, count] of this epoch, this rank
 
     def encode(self, x: Tensor) -> Tensor:
         """The code of each input, ``(B, latent_dim)``."""
@@ -192,9 +191,12 @@ class Autoencoder(_LatentVariableModule):
 
     def _accumulate_codes(self, z: Tensor) -> None:
         z = z.double()
-        self._code_sum += z.sum(0)
-        self._code_outer += z.T @ z
-        self._code_count += z.shape[0]
+        if self._code_sums is None:
+            self._code_sums = [torch.zeros_like(z[0]), torch.zeros(z.shape[1], z.shape[1], dtype=z.dtype, device=z.device),
+                               torch.zeros((), dtype=z.dtype, device=z.device)]
+        self._code_sums[0] += z.sum(0)
+        self._code_sums[1] += z.T @ z
+        self._code_sums[2] += z.shape[0]
 
     def _fit_from_sums(self, total: Tensor, outer: Tensor, count: Tensor) -> tuple[Tensor, Tensor]:
         if float(count) < 2:
@@ -206,12 +208,15 @@ class Autoencoder(_LatentVariableModule):
 
     def on_train_epoch_start(self) -> None:
         """Start a new epoch's code statistics."""
-        for buf in (self._code_sum, self._code_outer, self._code_count):
-            buf.zero_()
+        self._code_sums = None
 
     def on_train_epoch_end(self) -> None:
         """Fix the latent Gaussian from this epoch's codes, pooled over all ranks."""
-        sums = [self.trainer.strategy.reduce(b.clone(), reduce_op="sum") for b in (self._code_sum, self._code_outer, self._code_count)]
+        d = self.latent_dim
+        local = self._code_sums or [torch.zeros(d, dtype=torch.float64, device=self.device),
+                                    torch.zeros(d, d, dtype=torch.float64, device=self.device),
+                                    torch.zeros((), dtype=torch.float64, device=self.device)]
+        sums = [self.trainer.strategy.reduce(t.clone(), reduce_op="sum") for t in local]  # every rank takes part
         if float(sums[2]) >= 2:
             mean, tril = self._fit_from_sums(*sums)
             self.latent_mean.copy_(mean)
@@ -239,8 +244,8 @@ class Autoencoder(_LatentVariableModule):
         """Codes drawn from the fitted latent Gaussian, ``(num_samples, latent_dim)``."""
         if bool(self.latent_fitted):
             mean, tril = self.latent_mean, self.latent_scale_tril
-        elif float(self._code_count) >= 2:
-            mean, tril = self._fit_from_sums(self._code_sum, self._code_outer, self._code_count)
+        elif self._code_sums is not None and float(self._code_sums[2]) >= 2:
+            mean, tril = self._fit_from_sums(*self._code_sums)
         else:
             raise RuntimeError(
                 f"{type(self).__name__} samples from a Gaussian fitted to its training codes, and none is fitted yet: "
