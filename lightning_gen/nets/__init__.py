@@ -2,6 +2,17 @@
 
 from lightning_gen.nets.autoencoder import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
 from lightning_gen.nets.classifier import ImageClassifier, load_classifier, save_classifier
+from lightning_gen.nets.flows import (
+    AffineCoupling,
+    CouplingResNet,
+    ImageRealNVP,
+    VectorRealNVP,
+    channel_mask,
+    checkerboard_mask,
+    half_mask,
+    squeeze2d,
+    unsqueeze2d,
+)
 from lightning_gen.nets.dcgan import DCGAN_IMAGE_SIZES, DCGANDiscriminator, DCGANGenerator
 from lightning_gen.nets.layers import (
     ConditionalBatchNorm2d,
@@ -14,6 +25,15 @@ from lightning_gen.nets.mlp import MLPDiscriminator, MLPGenerator, make_activati
 from lightning_gen.nets.sngan import SNGAN_IMAGE_SIZES, SNGANDiscriminator, SNGANGenerator
 
 __all__ = [
+    "AffineCoupling",
+    "CouplingResNet",
+    "VectorRealNVP",
+    "ImageRealNVP",
+    "checkerboard_mask",
+    "channel_mask",
+    "half_mask",
+    "squeeze2d",
+    "unsqueeze2d",
     "MLPEncoder",
     "MLPDecoder",
     "ConvEncoder",
