@@ -2,7 +2,7 @@
 
 from lightning_gen.modules import VAE, Autoencoder, DenoisingAutoencoder
 from lightning_gen.modules import RealNVP
-from lightning_gen.modules import DRAGAN, GAN, LSGAN, ConditionalGAN, WGAN, WGANGP, GenerativeModule, HingeGAN, load_model
+from lightning_gen.modules import DDPM, DRAGAN, GAN, LSGAN, ConditionalGAN, WGAN, WGANGP, GenerativeModule, HingeGAN, load_model
 
 __version__ = "0.1.0.dev0"
-__all__ = ["Autoencoder", "DenoisingAutoencoder", "VAE", "GAN", "ConditionalGAN", "WGAN", "WGANGP", "DRAGAN", "LSGAN", "HingeGAN", "RealNVP", "GenerativeModule", "load_model", "__version__"]
+__all__ = ["Autoencoder", "DenoisingAutoencoder", "VAE", "GAN", "ConditionalGAN", "WGAN", "WGANGP", "DRAGAN", "LSGAN", "HingeGAN", "DDPM", "RealNVP", "GenerativeModule", "load_model", "__version__"]

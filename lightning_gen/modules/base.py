@@ -113,7 +113,7 @@ def batch_data(batch: Any) -> Tensor:
 class SingleObjectiveModule(GenerativeModule):
     """Base of the families trained by one loss and one optimizer with Lightning's automatic optimization
     (autoencoders, VAE, RealNVP, DDPM): it saves hyperparameters, builds the optimizer and an optional
-    per-step learning-rate scheduler, and keeps an optional EMA of the nets that sampling uses.
+    per-step learning-rate scheduler, and stops with a clear error on a non-finite loss.
 
     Subclasses call :meth:`_init_objective` from ``__init__`` and implement ``training_loss(data) -> (loss, logs)``.
     """

@@ -22,6 +22,7 @@ from lightning_gen.nets.layers import (
     one_hot,
 )
 from lightning_gen.nets.mlp import MLPDiscriminator, MLPGenerator, make_activation, mlp
+from lightning_gen.nets.unet import MLPDenoiser, UNet, timestep_embedding
 from lightning_gen.nets.sngan import SNGAN_IMAGE_SIZES, SNGANDiscriminator, SNGANGenerator
 
 __all__ = [
@@ -56,4 +57,7 @@ __all__ = [
     "init_dcgan_weights_",
     "maybe_spectral_norm",
     "one_hot",
+    "UNet",
+    "MLPDenoiser",
+    "timestep_embedding",
 ]

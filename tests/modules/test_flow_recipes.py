@@ -6,15 +6,12 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 import lightning_gen
 from lightning_gen.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
-MNIST_ROOT = ROOT.parent / "shared" / "data"
 CONFIGS = ROOT / "configs" / "realnvp"
-METRICS_CALLBACK = "lightning_gen.callbacks.GenerativeMetricsCallback"
 
 
 def _common(config: Path, root: Path) -> list[str]:
@@ -74,33 +71,16 @@ def test_toy_recipe_fits_tests_predicts_and_loads(name, tmp_path):
     _check_loaded_model(last, (2,))
 
 
-def _shrunk_mnist_recipe(tmp_path: Path) -> Path:
-    """The MNIST recipe with its metrics callback shrunk to a few samples; the classifier is the recipe's own
-    checkpoint when it has been trained already, else one trained for 1 epoch under ``tmp_path``."""
-    recipe = yaml.safe_load((CONFIGS / "mnist.yaml").read_text())
-    (callback,) = [c for c in recipe["trainer"]["callbacks"] if c["class_path"] == METRICS_CALLBACK]
-    callback["init_args"].update(num_samples=24, num_real=24, batch_size=12, kid_subsets=2, kid_subset_size=12,
-                                 is_splits=2, every_n_epochs=1)
-    trained = ROOT / callback["init_args"]["extractor"]["init_args"]["checkpoint"]
-    classifier = trained if trained.is_file() else tmp_path / "classifier.pt"
-    callback["init_args"]["extractor"]["init_args"].update(checkpoint=str(classifier), epochs=1)
-    shrunk = tmp_path / "mnist.yaml"
-    shrunk.write_text(yaml.safe_dump(recipe))
-    return shrunk
-
-
 @pytest.mark.slow
-def test_mnist_recipe_fits_tests_predicts_and_loads(tmp_path):
-    if not (MNIST_ROOT / "MNIST" / "raw").is_dir():
-        pytest.skip(f"MNIST digits not found under {MNIST_ROOT}")
+def test_mnist_recipe_fits_tests_predicts_and_loads(tmp_path, mnist_root, shrink_recipe_metrics):
     args = [
-        *_common(_shrunk_mnist_recipe(tmp_path), tmp_path),
+        *_common(shrink_recipe_metrics(CONFIGS / "mnist.yaml", every_n_epochs=1), tmp_path),
         "--trainer.max_steps=2",
         "--trainer.log_every_n_steps=1",
         "--trainer.limit_train_batches=2",
         "--trainer.limit_val_batches=1",
         "--trainer.limit_test_batches=1",
-        f"--data.root={MNIST_ROOT}",
+        f"--data.root={mnist_root}",
         "--data.batch_size=8",
         "--data.predict_size=20",
         "--data.num_workers=0",
