@@ -24,7 +24,18 @@ import lightning_gen
 from lightning_gen.callbacks import GenerativeMetricsCallback, SampleGridCallback, ToyMetricsCallback, ToyScatterCallback
 from lightning_gen.data import ToyGaussiansDataModule
 from lightning_gen.metrics import FeatureExtractor
-from lightning_gen.nets import DCGANDiscriminator, DCGANGenerator, MLPDecoder, MLPDiscriminator, MLPEncoder, MLPGenerator
+from lightning_gen.nets import (
+    DCGANDiscriminator,
+    DCGANGenerator,
+    ImageRealNVP,
+    MLPDecoder,
+    MLPDenoiser,
+    MLPDiscriminator,
+    MLPEncoder,
+    MLPGenerator,
+    UNet,
+    VectorRealNVP,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "scripts"))
@@ -74,6 +85,10 @@ def _ae_nets(shape: Any, code: int, latent: int) -> Callable[[], dict[str, nn.Mo
     return lambda: {"encoder": MLPEncoder(shape, code, (32,)), "decoder": MLPDecoder(latent, shape, (32,))}
 
 
+def _one(name: str, make: Callable[[], nn.Module]) -> Callable[[], dict[str, nn.Module]]:
+    return lambda: {name: make()}
+
+
 CASES: dict[str, Case] = {
     "gan/toy": Case(lightning_gen.GAN, _gan_nets, "toy"),
     "wgan/toy": Case(lightning_gen.WGAN, _gan_nets, "toy"),
@@ -90,6 +105,14 @@ CASES: dict[str, Case] = {
     "vae/toy": Case(lightning_gen.VAE, _ae_nets(2, 4, 2), "toy", density=True,
                     kwargs={"likelihood": "gaussian", "data_range": None}),
     "vae/image": Case(lightning_gen.VAE, _ae_nets(IMAGE, 8, 4), "image", density=True),
+    "realnvp/toy": Case(lightning_gen.RealNVP, _one("flow", lambda: VectorRealNVP(2, 4, (16, 16))), "toy", density=True),
+    "realnvp/image": Case(lightning_gen.RealNVP, _one("flow", lambda: ImageRealNVP(1, 16, 2, hidden_channels=8, num_blocks=1)),
+                          "image", density=True, kwargs={"dequantize": True}),
+    "ddpm/toy": Case(lightning_gen.DDPM, _one("denoiser", lambda: MLPDenoiser(2, (32, 32), 16)), "toy",
+                     kwargs={"num_timesteps": 25, "variance": "beta_tilde"}),
+    "ddpm/image": Case(lightning_gen.DDPM, _one("denoiser", lambda: UNet(1, 16, base_channels=8, channel_mults=(1, 2))),
+                       "image", kwargs={"schedule": "cosine", "num_timesteps": 10, "clip_denoised": True,
+                                        "ema_decay": 0.99}),
 }
 
 

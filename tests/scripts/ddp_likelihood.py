@@ -1,5 +1,6 @@
-"""Fit an Autoencoder (frozen encoder: SGD with lr 0) and a VAE with `strategy="ddp"` on 2 CPU processes; each rank
-saves the autoencoder's fitted code Gaussian and the VAE's final weights.
+"""Fit an Autoencoder (frozen encoder: SGD with lr 0), a VAE, a RealNVP and a DDPM with an EMA denoiser with
+`strategy="ddp"` on 2 CPU processes; each rank saves the autoencoder's fitted code Gaussian and the other models'
+final weights.
 
 Run as a script (DDP re-launches the script for rank 1): ``python tests/scripts/ddp_likelihood.py OUT_DIR``.
 """
@@ -12,8 +13,8 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_gen import VAE, Autoencoder
-from lightning_gen.nets import MLPDecoder, MLPEncoder
+from lightning_gen import DDPM, VAE, Autoencoder, RealNVP
+from lightning_gen.nets import MLPDecoder, MLPDenoiser, MLPEncoder, VectorRealNVP
 
 
 def data() -> torch.Tensor:
@@ -41,12 +42,17 @@ def main(out: Path) -> None:
     ae = autoencoder()
     t = trainer(out)
     t.fit(ae, loader)
+    info = {"latent_mean": ae.latent_mean, "latent_scale_tril": ae.latent_scale_tril}
     L.seed_everything(5)
-    vae = VAE(MLPEncoder(3, 4, (8,)), MLPDecoder(2, 3, (8,)), likelihood="gaussian", data_range=None)
-    trainer(out).fit(vae, DataLoader(TensorDataset(data()), batch_size=16, shuffle=True))
-    torch.save({"latent_mean": ae.latent_mean, "latent_scale_tril": ae.latent_scale_tril,
-                "vae": {k: v.detach().clone() for k, v in vae.state_dict().items()}},
-               out / f"rank{t.global_rank}.pt")
+    models = {
+        "vae": VAE(MLPEncoder(3, 4, (8,)), MLPDecoder(2, 3, (8,)), likelihood="gaussian", data_range=None),
+        "realnvp": RealNVP(VectorRealNVP(3, 2, (8,))),
+        "ddpm": DDPM(MLPDenoiser(3, (16,), 8), num_timesteps=25, ema_decay=0.9),
+    }
+    for name, model in models.items():
+        trainer(out).fit(model, DataLoader(TensorDataset(data()), batch_size=16, shuffle=True))
+        info[name] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    torch.save(info, out / f"rank{t.global_rank}.pt")
 
 
 if __name__ == "__main__":

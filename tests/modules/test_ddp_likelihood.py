@@ -1,0 +1,33 @@
+"""The single-objective families under DDP (tests/scripts/ddp_likelihood.py, 2 CPU processes, gloo)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+
+def test_ddp_two_cpu_processes_pool_the_code_statistics_and_keep_ranks_identical(tmp_path):
+    # each rank sees half the data; the fitted code Gaussian must be that of all codes, the same on both ranks
+    script = Path(__file__).resolve().parents[1] / "scripts" / "ddp_likelihood.py"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "disabled"}
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path)], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    sys.path.insert(0, str(script.parent))
+    from ddp_likelihood import autoencoder, data
+
+    with torch.no_grad():
+        codes = autoencoder().encoder(data()).double()
+    for info in ranks:
+        torch.testing.assert_close(info["latent_mean"].double(), codes.mean(0), rtol=0, atol=1e-5)
+        cov = info["latent_scale_tril"].double() @ info["latent_scale_tril"].double().T
+        torch.testing.assert_close(cov, torch.cov(codes.T), rtol=0, atol=1e-4)
+    for model in ("vae", "realnvp", "ddpm"):  # weights (and the DDPM's EMA) stay identical on both ranks
+        for name, value in ranks[0][model].items():
+            torch.testing.assert_close(value, ranks[1][model][name], rtol=0, atol=0, msg=f"{model}.{name}")
+    assert any("ema" in name for name in ranks[0]["ddpm"])
