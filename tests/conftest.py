@@ -50,8 +50,14 @@ def mnist_root() -> Path:
 
 @pytest.fixture(scope="session")
 def mnist_classifier_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Where the MNIST recipes' classifier extractor is trained (1 epoch, by the first recipe test) and reused."""
-    return tmp_path_factory.mktemp("classifier") / "mnist_classifier.pt"
+    """An untrained, seeded stand-in for the MNIST recipes' classifier extractor: the recipe tests check the
+    plumbing; training it (train_if_missing) and its accuracy are tested in tests/callbacks and tests/metrics."""
+    from lightning_gen.nets import ImageClassifier, save_classifier
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        net = ImageClassifier(channels=1, image_size=28)
+    return save_classifier(net, tmp_path_factory.mktemp("classifier") / "mnist_classifier.pt")
 
 
 def stand_in_inception_weights(tmp_path: Path) -> Path:
@@ -73,7 +79,7 @@ def shrink_recipe_metrics(
     tmp_path: Path, mnist_classifier_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Callable[..., Path]:
     """Returns ``shrink(config, **metric_args) -> Path``: a copy of the recipe whose metrics callback draws a few
-    samples (classifier trained 1 epoch at ``mnist_classifier_path``; Inception from stand-in weights): the same
+    samples (the stand-in classifier at ``mnist_classifier_path``; Inception from stand-in weights): the same
     callbacks and extractors, a smaller job."""
 
     def shrink(config: Path, **metric_args: object) -> Path:
@@ -84,7 +90,7 @@ def shrink_recipe_metrics(
         args.update(metric_args)
         extractor = args["extractor"]
         if extractor["class_path"].endswith("ClassifierFeatureExtractor"):
-            extractor["init_args"].update(checkpoint=str(mnist_classifier_path), epochs=1)
+            extractor["init_args"].update(checkpoint=str(mnist_classifier_path))
         else:
             assert extractor["class_path"].endswith("InceptionFeatureExtractor")
             monkeypatch.setenv("LIGHTNING_GEN_INCEPTION_WEIGHTS", str(stand_in_inception_weights(tmp_path)))

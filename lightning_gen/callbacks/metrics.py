@@ -64,8 +64,8 @@ class GenerativeMetricsCallback(L.Callback):
         metrics: any of ``fid``, ``kid``, ``inception_score``, ``precision_recall``.
         num_samples: generated samples per evaluation (sample ``i`` comes from seed ``seed + i // batch_size``, so
             every evaluation uses the same noise, whatever the number of processes).
-        num_real: real images in the reference set (default ``num_samples``, capped at the split's size): the first
-            ``num_real`` of the split, in order.
+        num_real: real images in the reference set (default ``num_samples``, capped at the split's size): the whole
+            split, or ``num_real`` of its images drawn at random with ``seed`` (the same ones every time).
         batch_size: samples generated and embedded at once.
         every_n_epochs: evaluate after every n-th training epoch; ``None``: only on ``test``.
         fit_split / test_split: the data module's split the samples are compared with during fit / on test.
@@ -221,11 +221,22 @@ class GenerativeMetricsCallback(L.Callback):
             "split": split,
             "split_size": dataset_len,
             "size": size,
+            # which images: all of the split, or a seeded random subset (v2; v1 took the first `size`)
+            "subset": "all" if size == dataset_len else f"random-v2-seed{self.seed}",
             "extractor": self.extractor.fingerprint(),
             "data_range": self.data_range,
         }
         digest = hashlib.sha1(json.dumps(description, sort_keys=True).encode()).hexdigest()[:16]
         return f"{type(datamodule).__name__}-{split}-{size}-{self.extractor.name}-{digest}"
+
+    def _real_indices(self, size: int, dataset_len: int) -> list[int]:
+        """The reference images of a split: all of them, or ``size`` drawn at random with ``seed`` (in index order).
+        Never the first ``size``: data sets stored sorted by class (e.g. MNIST digits grouped by label) would give
+        a reference set of a few classes."""
+        if size >= dataset_len:
+            return list(range(dataset_len))
+        chosen = torch.randperm(dataset_len, generator=torch.Generator().manual_seed(self.seed))[:size]
+        return sorted(chosen.tolist())
 
     def _real_features(self, trainer: L.Trainer, split: str) -> tuple[str, Tensor]:
         """``(cache key, features)`` of the split's reference images: from memory, the disk cache, or computed."""
@@ -248,9 +259,10 @@ class GenerativeMetricsCallback(L.Callback):
         if features is None:
             start = time.perf_counter()
             assert self.extractor is not None
+            indices = self._real_indices(size, len(dataset))
             features = self._sharded(
                 trainer, size,
-                lambda a, b: self.extractor.extract(_images_of(dataset, list(range(a, b))), self.data_range)[0],
+                lambda a, b: self.extractor.extract(_images_of(dataset, indices[a:b]), self.data_range)[0],
             ).cpu()
             if path is not None and trainer.is_global_zero:
                 path.parent.mkdir(parents=True, exist_ok=True)

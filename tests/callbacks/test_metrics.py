@@ -57,10 +57,11 @@ def test_logged_values_equal_the_metric_functions_on_the_same_samples(tmp_path):
     model, data = BlobSampler(shift=2.0), BlobImages()
     t = trainer(tmp_path, callback)
     t.fit(model, data)
-    # by hand: the first 300 training images; samples in chunks of 64 from seeds 5, 6, 7, 8
+    # by hand: 300 training images drawn with seed 5; samples in chunks of 64 from seeds 5, 6, 7, 8
     net = SmallConvFeatures().eval()
+    chosen = torch.randperm(600, generator=torch.Generator().manual_seed(5))[:300].sort().values
     with torch.no_grad():
-        real = net(data.splits["train"].tensors[0][:300])
+        real = net(data.splits["train"].tensors[0][chosen])
         fake = net(torch.cat([model.sample(min(64, 250 - s), generator=torch.Generator().manual_seed(5 + s // 64))
                               for s in range(0, 250, 64)]))
     expected_kid = kernel_inception_distance(real, fake, 4, 100, generator=torch.Generator().manual_seed(5))
@@ -229,3 +230,19 @@ def test_the_inception_extractor_is_built_only_by_stages_that_evaluate(tmp_path,
     with pytest.raises((InceptionWeightsNotFoundError, ModuleNotFoundError), match="ClassifierFeatureExtractor"):
         trainer(tmp_path, callback).fit(model, BlobImages())
     assert float(model.dummy) == 0.0
+
+
+def test_a_reference_subset_of_a_class_sorted_split_covers_every_class(tmp_path):
+    # a split stored sorted by label (as the shipped MNIST test digits are): the first 300 images would be one class
+    callback = GenerativeMetricsCallback(extractor=FeatureExtractor(SmallConvFeatures()), metrics=["fid"],
+                                         num_samples=50, num_real=300, batch_size=50, cache_dir=False)
+    data = BlobImages()
+    images, labels = data.splits["train"].tensors
+    order = labels.argsort(stable=True)
+    data.splits["train"] = torch.utils.data.TensorDataset(images[order], labels[order])
+    assert labels[order][:300].unique().numel() < 3  # the first 300 miss a class
+    chosen = callback._real_indices(300, 600)
+    counts = torch.bincount(labels[order][chosen], minlength=3)
+    assert len(set(chosen)) == 300 and chosen == callback._real_indices(300, 600)  # distinct and reproducible
+    assert (counts.float() / 300 - torch.bincount(labels, minlength=3).float() / 600).abs().max() < 0.1
+    assert callback._real_indices(600, 600) == list(range(600))  # the whole split when it is small enough

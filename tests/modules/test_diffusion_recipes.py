@@ -6,16 +6,12 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 import lightning_gen
 from lightning_gen.cli import GenerativeCLI, main
-from lightning_gen.nets import ImageClassifier, save_classifier
 
 ROOT = Path(__file__).resolve().parents[2]
-MNIST_ROOT = ROOT.parent / "shared" / "data"
 TOY_CONFIGS = sorted((ROOT / "configs" / "ddpm").glob("toy_*.yaml"))
-METRICS_CALLBACK = "lightning_gen.callbacks.GenerativeMetricsCallback"
 
 
 def _g() -> torch.Generator:
@@ -70,35 +66,17 @@ def test_toy_recipe_fits_tests_predicts_and_loads(config, tmp_path):
     torch.testing.assert_close(model.sample(5, generator=_g()), model.sample(5, generator=_g()), rtol=0, atol=0)
 
 
-@pytest.fixture
-def shrunk_mnist(tmp_path: Path) -> Path:
-    """configs/ddpm/mnist.yaml with its metrics callback shrunk to a few samples and its classifier extractor
-    pointed at an untrained stand-in classifier (training the real one takes minutes; tests/metrics cover it)."""
-    if not (MNIST_ROOT / "MNIST" / "raw").is_dir():
-        pytest.skip(f"MNIST digits not found under {MNIST_ROOT}")
-    recipe = yaml.safe_load((ROOT / "configs" / "ddpm" / "mnist.yaml").read_text())
-    (callback,) = [c for c in recipe["trainer"]["callbacks"] if c["class_path"] == METRICS_CALLBACK]
-    args = callback["init_args"]
-    args.update(num_samples=24, num_real=24, batch_size=12, kid_subsets=2, kid_subset_size=12, is_splits=2)
-    torch.manual_seed(0)
-    stand_in = save_classifier(ImageClassifier(channels=1, image_size=28), tmp_path / "mnist_classifier.pt")
-    args["extractor"]["init_args"].update(checkpoint=str(stand_in))
-    shrunk = tmp_path / "mnist.yaml"
-    shrunk.write_text(yaml.safe_dump(recipe))
-    return shrunk
-
-
 @pytest.mark.slow
-def test_mnist_recipe_fits_predicts_tests_and_loads(shrunk_mnist, tmp_path):
+def test_mnist_recipe_fits_predicts_tests_and_loads(tmp_path, mnist_root, shrink_recipe_metrics):
     args = [
-        f"--config={shrunk_mnist}",
+        f"--config={shrink_recipe_metrics(ROOT / 'configs' / 'ddpm' / 'mnist.yaml')}",
         f"--trainer.default_root_dir={tmp_path}",
         "--trainer.max_steps=2",
         "--trainer.limit_val_batches=1",
         "--trainer.limit_test_batches=1",
         "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
         f"--trainer.logger.save_dir={tmp_path}",
-        f"--data.root={MNIST_ROOT}",
+        f"--data.root={mnist_root}",
         "--data.batch_size=8",
         "--data.predict_size=10",
         "--data.num_workers=0",
