@@ -190,4 +190,3 @@ def test_errors_say_what_to_do():
         VAE(enc, dec).sample(3, labels=1)
     with pytest.raises(ValueError, match="unconditional"):
         VAE(enc, dec).generate(torch.zeros(1, 2), labels=torch.zeros(1))
-
