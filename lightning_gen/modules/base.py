@@ -116,7 +116,10 @@ class SingleObjectiveModule(GenerativeModule):
     per-step learning-rate scheduler, and stops with a clear error on a non-finite loss.
 
     Subclasses call :meth:`_init_objective` from ``__init__`` and implement ``training_loss(data) -> (loss, logs)``.
+    Set ``detect_non_finite = False`` (class or instance) to skip the finite-loss check, one host sync per step.
     """
+
+    detect_non_finite: bool = True
 
     def _init_objective(
         self,
@@ -144,7 +147,7 @@ class SingleObjectiveModule(GenerativeModule):
         """Minimize :meth:`training_loss`; its terms are logged as ``train/<name>``."""
         data = batch_data(batch)
         loss, logs = self.training_loss(data)
-        if not torch.isfinite(loss):
+        if self.detect_non_finite and not torch.isfinite(loss):
             raise FloatingPointError(
                 f"{type(self).__name__}: the training loss is {float(loss)} at step {self.global_step}; lower the "
                 "learning rate or enable gradient clipping (`trainer.gradient_clip_val`)."

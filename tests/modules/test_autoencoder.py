@@ -190,3 +190,14 @@ def test_errors_say_what_to_do():
         VAE(enc, dec).sample(3, labels=1)
     with pytest.raises(ValueError, match="unconditional"):
         VAE(enc, dec).generate(torch.zeros(1, 2), labels=torch.zeros(1))
+
+
+def test_a_non_finite_loss_stops_training_with_advice_unless_the_check_is_off(tiny_trainer_kwargs):
+    x = torch.randn(64, 2)
+    x[5, 0] = float("nan")
+    model = VAE(MLPEncoder(2, 4, ()), MLPDecoder(2, 2, ()), likelihood="gaussian", data_range=None)
+    with pytest.raises(FloatingPointError, match="learning rate or enable gradient clipping"):
+        L.Trainer(max_epochs=1, limit_val_batches=0, **tiny_trainer_kwargs).fit(model, DataLoader(TensorDataset(x), batch_size=64))
+    model.detect_non_finite = False
+    L.Trainer(max_epochs=1, limit_val_batches=0, **tiny_trainer_kwargs).fit(model, DataLoader(TensorDataset(x), batch_size=64))
+    assert torch.isnan(model.decoder.net[0].weight).any()  # unchecked, the NaN reached the weights
