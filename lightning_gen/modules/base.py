@@ -147,13 +147,20 @@ class SingleObjectiveModule(GenerativeModule):
         """Minimize :meth:`training_loss`; its terms are logged as ``train/<name>``."""
         data = batch_data(batch)
         loss, logs = self.training_loss(data)
-        if self.detect_non_finite and not torch.isfinite(loss):
+        if self.detect_non_finite and not self._all_finite(loss):
             raise FloatingPointError(
                 f"{type(self).__name__}: the training loss is {float(loss)} at step {self.global_step}; lower the "
                 "learning rate or enable gradient clipping (`trainer.gradient_clip_val`)."
             )
         self.log_dict({f"train/{k}": v for k, v in logs.items()}, batch_size=data.shape[0])
         return loss
+
+    def _all_finite(self, loss: Tensor) -> bool:
+        # every rank decides alike, so they all stop together instead of one waiting in the gradient all-reduce
+        finite = bool(torch.isfinite(loss))
+        if self._trainer is not None and self.trainer.world_size > 1:
+            finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
+        return finite
 
     def configure_optimizers(self) -> Any:
         """One optimizer over all trainable parameters; the scheduler (if any) steps after every optimizer step."""

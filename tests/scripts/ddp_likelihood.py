@@ -1,6 +1,6 @@
 """Fit an Autoencoder (frozen encoder: SGD with lr 0), a VAE, a RealNVP and a DDPM with an EMA denoiser with
 `strategy="ddp"` on 2 CPU processes; each rank saves the autoencoder's fitted code Gaussian and the other models'
-final weights.
+final weights, and whether a NaN loss on one rank alone stopped both ranks.
 
 Run as a script (DDP re-launches the script for rank 1): ``python tests/scripts/ddp_likelihood.py OUT_DIR``.
 """
@@ -52,6 +52,15 @@ def main(out: Path) -> None:
     for name, model in models.items():
         trainer(out).fit(model, DataLoader(TensorDataset(data()), batch_size=16, shuffle=True))
         info[name] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    # a NaN in one rank's share of the data only (sample 1): both ranks must stop with the error, neither hang nor crash
+    poisoned = data().clone()
+    poisoned[1, 0] = float("nan")
+    info["stopped"] = False
+    try:
+        trainer(out).fit(VAE(MLPEncoder(3, 4, ()), MLPDecoder(2, 3, ()), likelihood="gaussian", data_range=None),
+                         DataLoader(TensorDataset(poisoned), batch_size=16))
+    except FloatingPointError:
+        info["stopped"] = True
     torch.save(info, out / f"rank{t.global_rank}.pt")
 
 
