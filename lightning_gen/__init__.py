@@ -1,8 +1,24 @@
 """lightning_gen: modular generative-model components for PyTorch Lightning."""
 
-from lightning_gen.modules import VAE, Autoencoder, DenoisingAutoencoder
-from lightning_gen.modules import RealNVP
-from lightning_gen.modules import DDPM, DRAGAN, GAN, LSGAN, ConditionalGAN, WGAN, WGANGP, GenerativeModule, HingeGAN, load_model
+from lightning_gen.modules import (
+    DDPM,
+    DRAGAN,
+    GAN,
+    LSGAN,
+    VAE,
+    WGAN,
+    WGANGP,
+    Autoencoder,
+    ConditionalGAN,
+    DenoisingAutoencoder,
+    GenerativeModule,
+    HingeGAN,
+    RealNVP,
+    load_model,
+)
 
 __version__ = "0.1.0.dev0"
-__all__ = ["Autoencoder", "DenoisingAutoencoder", "VAE", "GAN", "ConditionalGAN", "WGAN", "WGANGP", "DRAGAN", "LSGAN", "HingeGAN", "DDPM", "RealNVP", "GenerativeModule", "load_model", "__version__"]
+__all__ = [
+    "Autoencoder", "DenoisingAutoencoder", "VAE", "GAN", "ConditionalGAN", "WGAN", "WGANGP", "DRAGAN", "LSGAN",
+    "HingeGAN", "DDPM", "RealNVP", "GenerativeModule", "load_model", "__version__",
+]

@@ -6,4 +6,8 @@ from lightning_gen.modules.diffusion import DDPM
 from lightning_gen.modules.flow import RealNVP
 from lightning_gen.modules.gan import DRAGAN, GAN, ConditionalGAN, LSGAN, WGAN, WGANGP, HingeGAN, NonFiniteLossError
 
-__all__ = ["Autoencoder", "DenoisingAutoencoder", "VAE", "SingleObjectiveModule", "batch_data", "eval_mode", "GenerativeModule", "GAN", "ConditionalGAN", "WGAN", "WGANGP", "DRAGAN", "LSGAN", "HingeGAN", "NonFiniteLossError", "DDPM", "RealNVP", "load_model"]
+__all__ = [
+    "Autoencoder", "DenoisingAutoencoder", "VAE", "SingleObjectiveModule", "batch_data", "eval_mode",
+    "GenerativeModule", "GAN", "ConditionalGAN", "WGAN", "WGANGP", "DRAGAN", "LSGAN", "HingeGAN",
+    "NonFiniteLossError", "DDPM", "RealNVP", "load_model",
+]

@@ -75,8 +75,8 @@ class AffineCoupling(nn.Module):
     ``mask`` (shape of one sample, or broadcastable to it) marks the kept entries with 1. ``net`` maps the masked
     input ``m * x`` (with the mask appended as one more channel when ``mask_as_input``) to ``2 * C`` channels (or
     ``2 * D`` features): the raw log-scale and the shift. The log-scale is bounded as ``scale * tanh(raw)`` with a
-    learned per-channel ``scale`` (``channels`` of them, default ``mask.shape[0]``; starting at ``scale_init``), which keeps early training stable. Zero-initialize the net's last layer to start
-    at the identity.
+    learned per-channel ``scale`` (``channels`` of them, default ``mask.shape[0]``; starting at ``scale_init``),
+    which keeps early training stable. Zero-initialize the net's last layer to start at the identity.
     """
 
     def __init__(
