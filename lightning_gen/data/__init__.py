@@ -9,6 +9,7 @@ from lightning_gen.data.images import (
     ImageFolderDataModule,
     MNISTDataModule,
 )
+from lightning_gen.data.paired import PairedImageDataModule, UnpairedImageDataModule, UnpairedSampler
 from lightning_gen.data.toy import GaussianMixture, ToyGaussiansDataModule, make_mixture
 
 __all__ = [
@@ -20,6 +21,9 @@ __all__ = [
     "ImageDataModule",
     "ImageFolderDataModule",
     "MNISTDataModule",
+    "PairedImageDataModule",
     "ToyGaussiansDataModule",
+    "UnpairedImageDataModule",
+    "UnpairedSampler",
     "make_mixture",
 ]
