@@ -1,8 +1,10 @@
-"""Adversarial losses, critic regularizers, training stabilizers, VAE bound terms and the
-diffusion loss as pure functions."""
+"""Adversarial losses, critic regularizers, training stabilizers, VAE bound terms, the
+diffusion loss and image-to-image reconstruction losses as pure functions."""
 
 from lightning_gen.losses.adversarial import *  # noqa: F401,F403
 from lightning_gen.losses.adversarial import __all__ as _adv_all
+from lightning_gen.losses.cycle import *  # noqa: F401,F403
+from lightning_gen.losses.cycle import __all__ as _cycle_all
 from lightning_gen.losses.diffusion import *  # noqa: F401,F403
 from lightning_gen.losses.diffusion import __all__ as _diff_all
 from lightning_gen.losses.elbo import *  # noqa: F401,F403
@@ -12,4 +14,4 @@ from lightning_gen.losses.regularizers import __all__ as _reg_all
 from lightning_gen.losses.stabilizers import *  # noqa: F401,F403
 from lightning_gen.losses.stabilizers import __all__ as _stab_all
 
-__all__ = list(_adv_all) + list(_reg_all) + list(_stab_all) + list(_elbo_all) + list(_diff_all)
+__all__ = list(_adv_all) + list(_cycle_all) + list(_reg_all) + list(_stab_all) + list(_elbo_all) + list(_diff_all)

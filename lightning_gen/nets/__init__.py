@@ -2,6 +2,13 @@
 
 from lightning_gen.nets.autoencoder import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
 from lightning_gen.nets.classifier import ImageClassifier, load_classifier, save_classifier
+from lightning_gen.nets.image_pool import ImagePool
+from lightning_gen.nets.image_to_image import (
+    PatchGANDiscriminator,
+    ResnetGenerator,
+    UNetGenerator,
+    patchgan_receptive_field,
+)
 from lightning_gen.nets.flows import (
     AffineCoupling,
     CouplingResNet,
@@ -26,6 +33,11 @@ from lightning_gen.nets.unet import MLPDenoiser, UNet, timestep_embedding
 from lightning_gen.nets.sngan import SNGAN_IMAGE_SIZES, SNGANDiscriminator, SNGANGenerator
 
 __all__ = [
+    "ResnetGenerator",
+    "UNetGenerator",
+    "PatchGANDiscriminator",
+    "patchgan_receptive_field",
+    "ImagePool",
     "AffineCoupling",
     "CouplingResNet",
     "VectorRealNVP",
