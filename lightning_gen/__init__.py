@@ -10,9 +10,11 @@ from lightning_gen.modules import (
     WGANGP,
     Autoencoder,
     ConditionalGAN,
+    CycleGAN,
     DenoisingAutoencoder,
     GenerativeModule,
     HingeGAN,
+    Pix2Pix,
     RealNVP,
     load_model,
 )
@@ -20,5 +22,5 @@ from lightning_gen.modules import (
 __version__ = "0.1.0.dev0"
 __all__ = [
     "Autoencoder", "DenoisingAutoencoder", "VAE", "GAN", "ConditionalGAN", "WGAN", "WGANGP", "DRAGAN", "LSGAN",
-    "HingeGAN", "DDPM", "RealNVP", "GenerativeModule", "load_model", "__version__",
+    "HingeGAN", "Pix2Pix", "CycleGAN", "DDPM", "RealNVP", "GenerativeModule", "load_model", "__version__",
 ]

@@ -5,9 +5,10 @@ from lightning_gen.modules.base import GenerativeModule, SingleObjectiveModule, 
 from lightning_gen.modules.diffusion import DDPM
 from lightning_gen.modules.flow import RealNVP
 from lightning_gen.modules.gan import DRAGAN, GAN, ConditionalGAN, LSGAN, WGAN, WGANGP, HingeGAN, NonFiniteLossError
+from lightning_gen.modules.image_to_image import CycleGAN, Pix2Pix
 
 __all__ = [
     "Autoencoder", "DenoisingAutoencoder", "VAE", "SingleObjectiveModule", "batch_data", "eval_mode",
     "GenerativeModule", "GAN", "ConditionalGAN", "WGAN", "WGANGP", "DRAGAN", "LSGAN", "HingeGAN",
-    "NonFiniteLossError", "DDPM", "RealNVP", "load_model",
+    "NonFiniteLossError", "DDPM", "RealNVP", "Pix2Pix", "CycleGAN", "load_model",
 ]
