@@ -1,5 +1,5 @@
 """Logger-agnostic callbacks: generative metrics (FID/KID/IS/PR), toy metrics and scatter plots, sample grids and
-interpolations, sample writing."""
+interpolations, image-to-image translation grids, sample writing."""
 
 from lightning_gen.callbacks.image_logging import image_dir, log_image
 from lightning_gen.callbacks.images import (
@@ -13,6 +13,7 @@ from lightning_gen.callbacks.images import (
 from lightning_gen.callbacks.metrics import GenerativeMetricsCallback
 from lightning_gen.callbacks.predictions import SampleWriter
 from lightning_gen.callbacks.toy import ToyMetricsCallback, ToyScatterCallback
+from lightning_gen.callbacks.translation import TranslationGridCallback
 
 __all__ = [
     "GenerativeMetricsCallback",
@@ -21,6 +22,7 @@ __all__ = [
     "SampleWriter",
     "ToyMetricsCallback",
     "ToyScatterCallback",
+    "TranslationGridCallback",
     "grid_to_uint8",
     "image_dir",
     "images_to_grid",
