@@ -16,7 +16,10 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 from torch import Tensor
 
-__all__ = ["GenerativeModule", "SingleObjectiveModule", "batch_data", "eval_mode", "load_model"]
+__all__ = [
+    "GenerativeModule", "SingleObjectiveModule", "NonFiniteLossError", "batch_data", "eval_mode", "evaluation_generator",
+    "load_model", "reject_unexpected_arguments",
+]
 
 _RNG_KEY = "lightning_gen_rng_states"
 
@@ -34,6 +37,27 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+class NonFiniteLossError(FloatingPointError, RuntimeError):
+    """Raised on every rank when a training loss becomes NaN or infinite, before any optimizer steps on it.
+
+    A :class:`FloatingPointError` (what the likelihood families raised before) and a :class:`RuntimeError` (what
+    the adversarial ones raised), so existing ``except`` clauses of either kind keep working.
+    """
+
+
+def reject_unexpected_arguments(owner: object, condition: dict[str, Any], hint: str = "") -> None:
+    """Raise ``TypeError`` naming ``condition``'s keys when a ``sample()`` got arguments it does not take."""
+    if condition:
+        name = owner if isinstance(owner, str) else type(owner).__name__
+        raise TypeError(f"{name}.sample() got unexpected arguments {sorted(condition)}{f'; {hint}' if hint else ''}")
+
+
+def evaluation_generator(batch_idx: int, seed: int = 0) -> torch.Generator:
+    """A CPU generator seeded from ``seed`` and the batch index: evaluation draws that never touch the global RNG,
+    so validating neither changes the training run nor depends on when it happens."""
+    return torch.Generator().manual_seed(int(seed) * 1_000_003 + int(batch_idx))
+
+
 class GenerativeModule(L.LightningModule):
     """Base class of every generative model: implement ``sample``; prediction, exact resume and loading come free.
 
@@ -48,6 +72,23 @@ class GenerativeModule(L.LightningModule):
     def sample(self, num_samples: int, generator: Optional[torch.Generator] = None, **condition: Any) -> Tensor:
         """Draw ``num_samples`` samples of the data's shape; a seeded ``generator`` makes them reproducible."""
         raise NotImplementedError(f"{type(self).__name__} must implement sample(num_samples, generator=None)")
+
+    def save_init_hyperparameters(
+        self, objects: Sequence[str] = (), pinned: Sequence[str] = (), frame: Optional[Any] = None
+    ) -> None:
+        """Save the caller's ``__init__`` arguments as hyperparameters, the one rule for every family.
+
+        ``objects`` (nets, losses, optimizer and scheduler callables) are saved only when the CLI built them from
+        config, so :func:`load_model` can rebuild them; from Python they are left out (pass them again to
+        ``load_from_checkpoint``). ``pinned`` arguments, fixed by a named subclass, are never saved.
+        """
+        from_cli = _given_hyperparameters.get() is not None
+        ignore = [*pinned, *([] if from_cli else objects)]
+        if frame is None:
+            current = inspect.currentframe()
+            assert current is not None and current.f_back is not None
+            frame = current.f_back
+        self.save_hyperparameters(ignore=ignore, frame=frame)
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
         """Draw one sample per element of the batch (the data module's ``predict_dataloader`` yields indices)."""
@@ -130,10 +171,9 @@ class SingleObjectiveModule(GenerativeModule):
     ) -> None:
         """Save the caller's ``__init__`` arguments as hyperparameters (the nets only when the CLI built them, as
         config) and store the optimizer/scheduler factories; ``Adam(default_lr)`` when no optimizer is given."""
-        ignore = [] if _given_hyperparameters.get() is not None else [*nets, "optimizer", "scheduler"]
         frame = inspect.currentframe()
         assert frame is not None and frame.f_back is not None
-        self.save_hyperparameters(ignore=ignore, frame=frame.f_back)
+        self.save_init_hyperparameters([*nets, "optimizer", "scheduler"], frame=frame.f_back)
         self._optimizer_factory: Callable[[Iterable[Any]], torch.optim.Optimizer] = (
             optimizer if optimizer is not None else partial(torch.optim.Adam, lr=default_lr)
         )
