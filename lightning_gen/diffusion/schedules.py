@@ -14,6 +14,8 @@ from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
 import torch
 from torch import Tensor, nn
 
+from lightning_gen.noise import randint, randn
+
 __all__ = [
     "NoiseSchedule",
     "GaussianMoments",
@@ -161,11 +163,12 @@ class NoiseSchedule(nn.Module):
     def sample_timesteps(
         self, batch: int, generator: Optional[torch.Generator] = None, device: Optional[torch.device] = None
     ) -> Tensor:
-        """Step indices drawn uniformly from 0..T-1, a LongTensor of shape ``(batch,)`` (Ho et al. 2020, alg. 1)."""
+        """Step indices drawn uniformly from 0..T-1, a LongTensor of shape ``(batch,)`` on ``device`` (default: the
+        schedule's) (Ho et al. 2020, alg. 1); ``generator`` draws them on its own device."""
         if batch < 0:
             raise ValueError(f"batch must be >= 0, got {batch}")
         device = self.betas.device if device is None else device
-        return torch.randint(0, self.num_steps, (batch,), generator=generator, device=device)
+        return randint(self.num_steps, (batch,), generator, device)
 
     def q_mean_variance(self, x0: Tensor, t: Timesteps) -> GaussianMoments:
         """Moments of q(x_t | x_0) = N(sqrt(alpha_bar_t) x_0, (1 - alpha_bar_t) I) (Ho et al. 2020, eq. 4)."""
@@ -179,7 +182,7 @@ class NoiseSchedule(nn.Module):
         """Draw x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps with eps ~ N(0, I) (Ho et al. 2020, eq. 4)."""
         t = self._timesteps(t, x0)
         if noise is None:
-            noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+            noise = randn(x0.shape, generator, x0.device, dtype=x0.dtype)
         else:
             self._same_shape("noise", noise, "x0", x0)
         signal = self._gather(self.sqrt_alphas_cumprod, t, x0) * x0
@@ -275,7 +278,7 @@ class NoiseSchedule(nn.Module):
         t = self._timesteps(t, x_t)
         mean, var, _, _ = self._p_mean_variance(eps_pred, x_t, t, clip_x0, variance)
         if noise is None:
-            noise = torch.randn(x_t.shape, generator=generator, device=x_t.device, dtype=x_t.dtype)
+            noise = randn(x_t.shape, generator, x_t.device, dtype=x_t.dtype)
         else:
             self._same_shape("noise", noise, "x_t", x_t)
         nonzero = (t != 0).to(device=x_t.device, dtype=x_t.dtype).reshape(var.shape)

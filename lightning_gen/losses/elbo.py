@@ -5,6 +5,9 @@ but the batch one and returned per sample, shape ``(B,)``, unless ``reduction`` 
 ``"sum"`` over the batch). Latent Gaussians are diagonal and parameterized by ``mu`` and ``logvar`` (log sigma^2).
 References: Kingma & Welling 2014 (reparameterization, closed-form KL, appendix B), Higgins et al. 2017 (beta),
 Burda et al. 2016 (importance-weighted bound).
+
+Every term is computed in float32 when its inputs are float16/bfloat16 (a net's output under autocast): a
+log-density is a sum over every dimension, which low precision would round by whole nats.
 """
 
 from __future__ import annotations
@@ -15,6 +18,9 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from lightning_gen.noise import randn
+from lightning_gen.precision import full_precision
 
 __all__ = [
     "bernoulli_log_likelihood",
@@ -53,8 +59,7 @@ def _same_shape(name_a: str, a: Tensor, name_b: str, b: Tensor) -> None:
 def reparameterize(mu: Tensor, logvar: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
     """``z = mu + exp(logvar / 2) * eps`` with ``eps ~ N(0, I)``: a sample of q(z|x) that gradients flow through."""
     _same_shape("mu", mu, "logvar", logvar)
-    eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype,
-                      device=generator.device if generator is not None else mu.device).to(mu.device)
+    eps = randn(mu.shape, generator, mu.device, dtype=mu.dtype)
     return mu + torch.exp(0.5 * logvar) * eps
 
 
@@ -62,6 +67,7 @@ def gaussian_kl(mu: Tensor, logvar: Tensor, reduction: str = "mean") -> Tensor:
     """KL(N(mu, diag(exp(logvar))) || N(0, I)) in closed form, ``1/2 sum(exp(logvar) + mu^2 - 1 - logvar)``
     (Kingma & Welling 2014, appendix B), per sample then reduced."""
     _same_shape("mu", mu, "logvar", logvar)
+    mu, logvar = full_precision(mu), full_precision(logvar)
     return _reduce(_per_sample_sum(0.5 * (logvar.exp() + mu.pow(2) - 1.0 - logvar)), reduction)
 
 
@@ -69,11 +75,13 @@ def gaussian_log_prob(x: Tensor, mu: Tensor, logvar: Tensor, reduction: str = "n
     """log N(x; mu, diag(exp(logvar))), summed over the non-batch dimensions."""
     _same_shape("x", x, "mu", mu)
     _same_shape("mu", mu, "logvar", logvar)
+    x, mu, logvar = full_precision(x), full_precision(mu), full_precision(logvar)
     return _reduce(_per_sample_sum(-0.5 * (_LOG_2PI + logvar + (x - mu).pow(2) / logvar.exp())), reduction)
 
 
 def standard_normal_log_prob(z: Tensor, reduction: str = "none") -> Tensor:
     """log N(z; 0, I), summed over the non-batch dimensions (the VAE prior)."""
+    z = full_precision(z)
     return _reduce(_per_sample_sum(-0.5 * (_LOG_2PI + z.pow(2))), reduction)
 
 
@@ -84,6 +92,7 @@ def bernoulli_log_likelihood(logits: Tensor, x: Tensor, reduction: str = "none")
     normalized density). Images in [-1, 1] must be mapped with ``(x + 1) / 2`` first.
     """
     _same_shape("logits", logits, "x", x)
+    logits, x = full_precision(logits), full_precision(x)
     if x.numel() and (float(x.min()) < 0.0 or float(x.max()) > 1.0):
         raise ValueError(
             f"bernoulli_log_likelihood needs targets in [0, 1], got values in [{float(x.min()):.3g}, "
@@ -95,6 +104,7 @@ def bernoulli_log_likelihood(logits: Tensor, x: Tensor, reduction: str = "none")
 def gaussian_log_likelihood(x: Tensor, mean: Tensor, logvar: Tensor, reduction: str = "none") -> Tensor:
     """log p(x|z) of a Gaussian decoder N(mean, diag(exp(logvar))); ``logvar`` may be a learned tensor or a
     constant broadcast to ``mean``'s shape."""
+    mean = full_precision(mean)
     return gaussian_log_prob(x, mean, torch.as_tensor(logvar, dtype=mean.dtype, device=mean.device).expand_as(mean),
                              reduction)
 
@@ -117,6 +127,7 @@ def importance_weighted_bound(log_p_x_given_z: Tensor, log_p_z: Tensor, log_q_z_
     """
     _same_shape("log_p_x_given_z", log_p_x_given_z, "log_p_z", log_p_z)
     _same_shape("log_p_z", log_p_z, "log_q_z_given_x", log_q_z_given_x)
+    log_p_x_given_z, log_p_z, log_q_z_given_x = (full_precision(t) for t in (log_p_x_given_z, log_p_z, log_q_z_given_x))
     if log_p_z.dim() != 2 or log_p_z.shape[0] < 1:
         raise ValueError(f"importance_weighted_bound takes (K, B) log-densities, got shape {tuple(log_p_z.shape)}")
     log_w = log_p_x_given_z + log_p_z - log_q_z_given_x

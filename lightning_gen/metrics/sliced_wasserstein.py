@@ -9,6 +9,8 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities.data import dim_zero_cat
 
+from lightning_gen.noise import randn
+
 __all__ = ["sliced_wasserstein_distance", "SlicedWassersteinDistance"]
 
 
@@ -36,8 +38,7 @@ def sliced_wasserstein_distance(
     if x.shape[1] != y.shape[1]:
         raise ValueError(f"samples have different sizes: {tuple(x.shape[1:])} and {tuple(y.shape[1:])}")
     dtype = torch.promote_types(x.dtype, torch.float32)
-    theta = torch.randn(x.shape[1], num_projections, generator=generator, dtype=dtype,
-                        device=generator.device if generator is not None else x.device).to(x.device)
+    theta = randn((x.shape[1], num_projections), generator, x.device, dtype=dtype)
     theta = theta / theta.norm(dim=0, keepdim=True)
     proj_x = torch.sort(x.to(dtype) @ theta, dim=0).values
     proj_y = torch.sort(y.to(dtype) @ theta, dim=0).values

@@ -3,6 +3,9 @@
 Nets are injected: an encoder ``(B, *data_shape) -> (B, out_dim)`` and a decoder ``(B, latent_dim) -> (B,
 *data_shape)`` raw outputs (see :mod:`lightning_gen.nets.autoencoder`). Data lie in ``data_range`` ((-1, 1) for the
 image data modules) or are unbounded (``data_range: null``, e.g. the toy mixtures).
+
+Under mixed precision the nets' outputs are cast to float32 before every loss and log-density term, and ``sample()``
+returns float32.
 """
 
 from __future__ import annotations
@@ -24,18 +27,19 @@ from lightning_gen.losses.elbo import (
     reparameterize,
     standard_normal_log_prob,
 )
-from lightning_gen.modules.base import SingleObjectiveModule, batch_data, eval_mode
+from lightning_gen.modules.base import (
+    SingleObjectiveModule,
+    batch_data,
+    eval_mode,
+    evaluation_generator,
+    reject_unexpected_arguments,
+)
+from lightning_gen.noise import rand, randn
+from lightning_gen.precision import full_precision
 
 __all__ = ["Autoencoder", "DenoisingAutoencoder", "VAE"]
 
 _LIKELIHOODS = ("bernoulli", "gaussian")
-
-
-def _randn(shape: Sequence[int], generator: Optional[torch.Generator], device: torch.device) -> Tensor:
-    """Standard normal noise drawn from ``generator`` (on its own device) and moved to ``device``."""
-    if generator is None:
-        return torch.randn(*shape, device=device)
-    return torch.randn(*shape, generator=generator, device=generator.device).to(device)
 
 
 class _LatentVariableModule(SingleObjectiveModule):
@@ -79,8 +83,8 @@ class _LatentVariableModule(SingleObjectiveModule):
 
     def decode_mean(self, z: Tensor) -> Tensor:
         """The decoder's mean in data space: ``sigmoid(logits)`` mapped to ``data_range`` for a Bernoulli decoder,
-        the raw output (clamped to ``data_range`` when there is one) for a Gaussian one."""
-        out = self.decoder(z)
+        the raw output (clamped to ``data_range`` when there is one) for a Gaussian one; float32."""
+        out = full_precision(self.decoder(z))
         if self.likelihood == "bernoulli":
             return self._from_unit(torch.sigmoid(out))
         return out.clamp(*self.data_range) if self.data_range is not None else out
@@ -92,10 +96,6 @@ class _LatentVariableModule(SingleObjectiveModule):
             raise ValueError(f"{type(self).__name__} is unconditional but got labels")
         with eval_mode(self.decoder):
             return self.decode_mean(z.to(self.device))
-
-    def _check_condition(self, condition: dict[str, Any]) -> None:
-        if condition:
-            raise TypeError(f"{type(self).__name__}.sample got unexpected arguments {sorted(condition)}")
 
 
 class Autoencoder(_LatentVariableModule):
@@ -119,6 +119,7 @@ class Autoencoder(_LatentVariableModule):
         data_range: Optional[Sequence[float]] = (-1.0, 1.0),
         optimizer: Optional[OptimizerCallable] = None,
         scheduler: Optional[LRSchedulerCallable] = None,
+        detect_non_finite: bool = True,
     ) -> None:
         """Build the autoencoder from injected nets.
 
@@ -132,13 +133,16 @@ class Autoencoder(_LatentVariableModule):
                 unbounded data (``mse`` only).
             optimizer: callable building the optimizer (default Adam(1e-3)).
             scheduler: optional LR scheduler, stepped after every optimizer step.
+            detect_non_finite: stop training with :class:`~lightning_gen.modules.base.NonFiniteLossError` when a
+                training loss is NaN or infinite (one host sync per step; ``False`` skips the check).
         """
         super().__init__()
         if reconstruction not in ("mse", "bernoulli"):
             raise ValueError(f"reconstruction must be 'mse' or 'bernoulli', got {reconstruction!r}")
         if noise_std < 0:
             raise ValueError(f"noise_std must be >= 0, got {noise_std}")
-        self._init_objective(("encoder", "decoder"), optimizer, scheduler, default_lr=1e-3)
+        self._init_objective(("encoder", "decoder"), optimizer, scheduler, default_lr=1e-3,
+                             detect_non_finite=detect_non_finite)
         self._init_nets(encoder, decoder, "bernoulli" if reconstruction == "bernoulli" else "gaussian", data_range)
         self.reconstruction = reconstruction
         self.noise_std = float(noise_std)
@@ -151,8 +155,8 @@ class Autoencoder(_LatentVariableModule):
         self._code_sums: Optional[list[Tensor]] = None  # [sum z, sum z z^T, count] of this epoch, this rank
 
     def encode(self, x: Tensor) -> Tensor:
-        """The code of each input, ``(B, latent_dim)``."""
-        z = self.encoder(x)
+        """The code of each input, ``(B, latent_dim)``, in float32 when the encoder ran under autocast."""
+        z = full_precision(self.encoder(x))
         if z.dim() != 2 or z.shape[1] != self.latent_dim:
             raise ValueError(
                 f"the encoder must return (B, {self.latent_dim}) codes (the decoder's latent_dim), got {tuple(z.shape)}"
@@ -166,7 +170,9 @@ class Autoencoder(_LatentVariableModule):
             return self.decode_mean(self.encode(x.to(self.device)))
 
     def reconstruction_loss(self, out: Tensor, x: Tensor) -> Tensor:
-        """Per-sample reconstruction loss ``(B,)`` of raw decoder outputs ``out`` against clean data ``x``."""
+        """Per-sample reconstruction loss ``(B,)`` of raw decoder outputs ``out`` against clean data ``x`` (float32
+        for low-precision outputs)."""
+        out = full_precision(out)
         if out.shape != x.shape:
             raise ValueError(f"the decoder returned {tuple(out.shape)} for data of shape {tuple(x.shape)}")
         if self.reconstruction == "bernoulli":
@@ -175,7 +181,7 @@ class Autoencoder(_LatentVariableModule):
 
     def corrupt(self, x: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
         """The encoder's training input: ``x + noise_std * eps`` (``x`` itself when ``noise_std`` is 0)."""
-        return x + self.noise_std * _randn(x.shape, generator, x.device) if self.noise_std > 0 else x
+        return x + self.noise_std * randn(x.shape, generator, x.device) if self.noise_std > 0 else x
 
     def training_loss(self, data: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """Mean per-sample reconstruction loss of the (corrupted) input; accumulates the clean codes' moments."""
@@ -251,18 +257,18 @@ class Autoencoder(_LatentVariableModule):
                 f"{type(self).__name__} samples from a Gaussian fitted to its training codes, and none is fitted yet: "
                 "train it for at least one batch, or call `fit_latent_gaussian(dataloader)` first."
             )
-        eps = _randn((num_samples, self.latent_dim), generator, self.device)
+        eps = randn((num_samples, self.latent_dim), generator, self.device)
         return mean + eps @ tril.T
 
     @torch.no_grad()
     def sample(self, num_samples: int, generator: Optional[torch.Generator] = None, **condition: Any) -> Tensor:
-        """Decode ``num_samples`` codes from the fitted latent Gaussian (see the class docstring)."""
-        self._check_condition(condition)
-        return self.generate(self.noise(num_samples, generator))
+        """Decode ``num_samples`` codes from the fitted latent Gaussian (see the class docstring); float32."""
+        reject_unexpected_arguments(self, condition, hint="the model is unconditional")
+        return full_precision(self.generate(self.noise(num_samples, generator)))
 
     def _evaluate(self, batch: Any, batch_idx: int, prefix: str) -> None:
         data = batch_data(batch)
-        generator = torch.Generator(device=data.device).manual_seed(batch_idx)
+        generator = evaluation_generator(batch_idx)  # never the global RNG, the same draws on every device
         with torch.no_grad():
             z = self.encode(self.corrupt(data, generator))
             loss = self.reconstruction_loss(self.decoder(z), data).mean()
@@ -281,10 +287,28 @@ class DenoisingAutoencoder(Autoencoder):
     """An :class:`Autoencoder` trained to undo Gaussian corruption ``x + noise_std * eps`` (Vincent et al. 2008);
     ``noise_std`` (default 0.5, in data units: a quarter of the [-1, 1] image range) must be positive."""
 
-    def __init__(self, encoder: nn.Module, decoder: nn.Module, noise_std: float = 0.5, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        encoder: nn.Module,
+        decoder: nn.Module,
+        noise_std: float = 0.5,
+        detect_non_finite: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        """Build the denoising autoencoder from injected nets.
+
+        Args:
+            encoder: maps ``(B, *data_shape)`` to ``(B, latent_dim)`` codes.
+            decoder: maps codes to ``(B, *data_shape)``.
+            noise_std: std of the Gaussian corruption (in data units), > 0.
+            detect_non_finite: stop training with :class:`~lightning_gen.modules.base.NonFiniteLossError` on a NaN
+                or infinite training loss (``False`` skips the check).
+            **kwargs: the other :class:`Autoencoder` arguments (``reconstruction``, ``data_range``, ``optimizer``,
+                ``scheduler``).
+        """
         if noise_std <= 0:
             raise ValueError(f"DenoisingAutoencoder needs noise_std > 0, got {noise_std} (use Autoencoder for 0)")
-        super().__init__(encoder, decoder, noise_std=noise_std, **kwargs)
+        super().__init__(encoder, decoder, noise_std=noise_std, detect_non_finite=detect_non_finite, **kwargs)
 
 
 class VAE(_LatentVariableModule):
@@ -314,6 +338,7 @@ class VAE(_LatentVariableModule):
         sample_mean: bool = True,
         optimizer: Optional[OptimizerCallable] = None,
         scheduler: Optional[LRSchedulerCallable] = None,
+        detect_non_finite: bool = True,
     ) -> None:
         """Build the VAE from injected nets.
 
@@ -331,6 +356,8 @@ class VAE(_LatentVariableModule):
             sample_mean: :meth:`sample` returns the decoder's mean (True) or a draw from the decoder (False).
             optimizer: callable building the optimizer (default Adam(1e-3)).
             scheduler: optional LR scheduler, stepped after every optimizer step.
+            detect_non_finite: stop training with :class:`~lightning_gen.modules.base.NonFiniteLossError` when a
+                training loss is NaN or infinite (one host sync per step; ``False`` skips the check).
         """
         super().__init__()
         if beta < 0:
@@ -339,7 +366,8 @@ class VAE(_LatentVariableModule):
             raise ValueError(f"test_num_samples must be >= 1, got {test_num_samples}")
         if decoder_std is not None and decoder_std <= 0:
             raise ValueError(f"decoder_std must be positive, got {decoder_std}")
-        self._init_objective(("encoder", "decoder"), optimizer, scheduler, default_lr=1e-3)
+        self._init_objective(("encoder", "decoder"), optimizer, scheduler, default_lr=1e-3,
+                             detect_non_finite=detect_non_finite)
         self._init_nets(encoder, decoder, likelihood, data_range)
         self.beta = float(beta)
         self.binarize = bool(binarize) and likelihood == "bernoulli"
@@ -356,8 +384,8 @@ class VAE(_LatentVariableModule):
 
     # -- the model's parts --------------------------------------------------------------------------------------
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """The posterior's mean and log-variance, each ``(B, latent_dim)``."""
-        h = self.encoder(x)
+        """The posterior's mean and log-variance, each ``(B, latent_dim)``, in float32 under autocast."""
+        h = full_precision(self.encoder(x))
         if h.dim() != 2 or h.shape[1] != 2 * self.latent_dim:
             raise ValueError(
                 f"the VAE encoder must return (B, 2 * latent_dim) = (B, {2 * self.latent_dim}) (mean, log-variance), "
@@ -373,11 +401,13 @@ class VAE(_LatentVariableModule):
         p = self._to_unit(x)
         if not self.binarize:
             return p
-        u = torch.rand(p.shape, generator=generator, device=generator.device if generator is not None else p.device)
-        return (u.to(p.device) < p).to(p.dtype)
+        u = rand(p.shape, generator, p.device)
+        return (u < p).to(p.dtype)
 
     def log_likelihood(self, out: Tensor, target: Tensor) -> Tensor:
-        """log p(x|z) per sample, ``(B,)``, of raw decoder outputs against :meth:`targets`."""
+        """log p(x|z) per sample, ``(B,)``, of raw decoder outputs against :meth:`targets` (float32 for
+        low-precision outputs)."""
+        out = full_precision(out)
         if out.shape != target.shape:
             raise ValueError(f"the decoder returned {tuple(out.shape)} for data of shape {tuple(target.shape)}")
         if self.likelihood == "bernoulli":
@@ -424,7 +454,7 @@ class VAE(_LatentVariableModule):
             ll_chunks, log_pz_chunks, log_qz_chunks = [], [], []
             for start in range(0, num_samples, chunk_size):
                 k = min(chunk_size, num_samples - start)
-                eps = _randn((k, *mu.shape), generator, mu.device)
+                eps = randn((k, *mu.shape), generator, mu.device)
                 z = mu + torch.exp(0.5 * logvar) * eps  # (k, B, d)
                 out = self.decoder(z.flatten(0, 1))
                 ll_chunks.append(self.log_likelihood(out, target.repeat(k, *([1] * (target.dim() - 1)))).view(k, -1))
@@ -435,36 +465,36 @@ class VAE(_LatentVariableModule):
     # -- sampling -----------------------------------------------------------------------------------------------
     def noise(self, num_samples: int, generator: Optional[torch.Generator] = None) -> Tensor:
         """Codes from the prior N(0, I), ``(num_samples, latent_dim)``."""
-        return _randn((num_samples, self.latent_dim), generator, self.device)
+        return randn((num_samples, self.latent_dim), generator, self.device)
 
     @torch.no_grad()
     def sample(self, num_samples: int, generator: Optional[torch.Generator] = None, **condition: Any) -> Tensor:
-        """Decode prior codes: the decoder's mean in data space (``sample_mean``), or a draw from the decoder."""
-        self._check_condition(condition)
+        """Decode prior codes: the decoder's mean in data space (``sample_mean``), or a draw from the decoder;
+        float32."""
+        reject_unexpected_arguments(self, condition, hint="the model is unconditional")
         z = self.noise(num_samples, generator)
         if self.sample_mean:
-            return self.generate(z)
+            return full_precision(self.generate(z))
         with eval_mode(self.decoder):
-            out = self.decoder(z)
+            out = full_precision(self.decoder(z))
         if self.likelihood == "bernoulli":
-            u = torch.rand(out.shape, generator=generator,
-                           device=generator.device if generator is not None else out.device)
-            return self._from_unit((u.to(out.device) < torch.sigmoid(out)).to(out.dtype))
+            u = rand(out.shape, generator, out.device)
+            return self._from_unit((u < torch.sigmoid(out)).to(out.dtype))
         std = self.decoder_std if self.decoder_logvar is None else torch.exp(0.5 * self.decoder_logvar)
-        x = out + std * _randn(out.shape, generator, out.device)
+        x = out + std * randn(out.shape, generator, out.device)
         return x.clamp(*self.data_range) if self.data_range is not None else x
 
     # -- evaluation ---------------------------------------------------------------------------------------------
     def _evaluate(self, batch: Any, batch_idx: int, prefix: str) -> None:
         data = batch_data(batch)
-        generator = torch.Generator(device=data.device).manual_seed(batch_idx)
+        generator = evaluation_generator(batch_idx)  # never the global RNG, the same draws on every device
         with torch.no_grad():
             terms = self.elbo_terms(data, generator)
         logs = {f"{prefix}/elbo": terms["elbo"].mean(), f"{prefix}/reconstruction": -terms["log_likelihood"].mean(),
                 f"{prefix}/kl": terms["kl"].mean()}
         if prefix == "test":
             # the same binarization as the ELBO above: re-seed so the IW bound scores the same targets
-            generator = torch.Generator(device=data.device).manual_seed(batch_idx)
+            generator = evaluation_generator(batch_idx)
             logs["test/nll"] = -self.log_prob(data, self.test_num_samples, generator).mean()
         self.log_dict(logs, sync_dist=True, batch_size=data.shape[0])
 

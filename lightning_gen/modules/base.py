@@ -157,7 +157,12 @@ class SingleObjectiveModule(GenerativeModule):
     per-step learning-rate scheduler, and stops with a clear error on a non-finite loss.
 
     Subclasses call :meth:`_init_objective` from ``__init__`` and implement ``training_loss(data) -> (loss, logs)``.
-    Set ``detect_non_finite = False`` (class or instance) to skip the finite-loss check, one host sync per step.
+    ``detect_non_finite=False`` (a constructor argument of every family, so settable from YAML; or set on the class
+    or instance) skips the finite-loss check, one host sync per step.
+
+    Mixed precision (``Trainer(precision="bf16-mixed" | "16-mixed")``): Lightning runs ``training_step`` under
+    ``torch.autocast``; subclasses cast their nets' outputs to float32 (:func:`lightning_gen.precision.full_precision`)
+    before any loss, log-likelihood or log-determinant, so the loss is float32 and ``sample()`` returns float32.
     """
 
     detect_non_finite: bool = True
@@ -168,12 +173,15 @@ class SingleObjectiveModule(GenerativeModule):
         optimizer: Optional[OptimizerCallable],
         scheduler: Optional[LRSchedulerCallable],
         default_lr: float,
+        detect_non_finite: bool = True,
     ) -> None:
         """Save the caller's ``__init__`` arguments as hyperparameters (the nets only when the CLI built them, as
-        config) and store the optimizer/scheduler factories; ``Adam(default_lr)`` when no optimizer is given."""
+        config), store the optimizer/scheduler factories (``Adam(default_lr)`` when no optimizer is given) and
+        whether to check every training loss for NaN/inf."""
         frame = inspect.currentframe()
         assert frame is not None and frame.f_back is not None
         self.save_init_hyperparameters([*nets, "optimizer", "scheduler"], frame=frame.f_back)
+        self.detect_non_finite = bool(detect_non_finite)
         self._optimizer_factory: Callable[[Iterable[Any]], torch.optim.Optimizer] = (
             optimizer if optimizer is not None else partial(torch.optim.Adam, lr=default_lr)
         )
@@ -188,12 +196,23 @@ class SingleObjectiveModule(GenerativeModule):
         data = batch_data(batch)
         loss, logs = self.training_loss(data)
         if self.detect_non_finite and not self._all_finite(loss):
-            raise FloatingPointError(
-                f"{type(self).__name__}: the training loss is {float(loss)} at step {self.global_step}; lower the "
-                "learning rate or enable gradient clipping (`trainer.gradient_clip_val`)."
+            raise NonFiniteLossError(
+                f"{type(self).__name__}: the training loss is {float(loss.detach())} at step {self.global_step} (batch "
+                f"{batch_idx}), before any optimizer step on it; lower the learning rate or enable gradient clipping "
+                f"(`trainer.gradient_clip_val`), and check the data for NaN/inf.{self._checkpoint_hint()} "
+                "(`detect_non_finite=False` turns this check off.)"
             )
         self.log_dict({f"train/{k}": v for k, v in logs.items()}, batch_size=data.shape[0])
         return loss
+
+    def _checkpoint_hint(self) -> str:
+        # name the checkpoint folder only when it exists: before the first save there is nothing to resume from
+        callback = self.trainer.checkpoint_callback if self._trainer is not None else None
+        dirpath = getattr(callback, "dirpath", None)
+        if not dirpath or not Path(dirpath).is_dir():
+            return ""
+        return (f" The last good checkpoint is in {str(dirpath)!r}: resume from it with `ckpt_path` after changing "
+                "the settings.")
 
     def _all_finite(self, loss: Tensor) -> bool:
         # every rank decides alike, so they all stop together instead of one waiting in the gradient all-reduce

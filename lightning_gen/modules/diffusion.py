@@ -10,8 +10,10 @@ from torch import Tensor, nn
 
 from lightning_gen.diffusion.schedules import VARIANCES, NoiseSchedule, make_schedule
 from lightning_gen.losses.diffusion import epsilon_loss
-from lightning_gen.modules.base import SingleObjectiveModule, batch_data, eval_mode
+from lightning_gen.modules.base import SingleObjectiveModule, batch_data, eval_mode, reject_unexpected_arguments
 from lightning_gen.nets.ema import ExponentialMovingAverage
+from lightning_gen.noise import randn
+from lightning_gen.precision import full_precision
 
 __all__ = ["DDPM"]
 
@@ -29,6 +31,10 @@ class DDPM(SingleObjectiveModule):
     ``sampling_steps`` < ``num_timesteps`` samples with a respaced chain over evenly strided steps (Nichol & Dhariwal
     2021, sec. 4: betas recomputed from alpha_bar at the kept steps): an approximation of the full chain that trades
     sample quality for speed; ``variance="beta_tilde"`` suits short chains best. ``None`` runs every step.
+
+    Under mixed precision only the denoiser runs in bfloat16/float16: its output is cast to float32 before the loss
+    and the sampler's update, the EMA is updated in float32 after each optimizer step (outside autocast), and
+    :meth:`sample` returns float32.
     """
 
     def __init__(
@@ -44,6 +50,7 @@ class DDPM(SingleObjectiveModule):
         ema_warmup: bool = True,
         optimizer: Optional[OptimizerCallable] = None,
         scheduler: Optional[LRSchedulerCallable] = None,
+        detect_non_finite: bool = True,
     ) -> None:
         """Build the model around an injected denoiser.
 
@@ -61,9 +68,12 @@ class DDPM(SingleObjectiveModule):
             ema_warmup: use ``min(ema_decay, (1 + n) / (10 + n))`` at EMA update ``n``.
             optimizer: callable building the optimizer (default Adam(2e-4), Ho et al. 2020).
             scheduler: optional learning-rate scheduler, stepped after every optimizer step.
+            detect_non_finite: stop training with :class:`~lightning_gen.modules.base.NonFiniteLossError` when a
+                training loss is NaN or infinite (one host sync per step; ``False`` skips the check).
         """
         super().__init__()
-        self._init_objective(nets=("denoiser",), optimizer=optimizer, scheduler=scheduler, default_lr=2e-4)
+        self._init_objective(nets=("denoiser",), optimizer=optimizer, scheduler=scheduler, default_lr=2e-4,
+                             detect_non_finite=detect_non_finite)
         if not hasattr(denoiser, "data_shape"):
             raise ValueError(
                 f"the denoiser ({type(denoiser).__name__}) needs a `data_shape` attribute giving the shape of one "
@@ -108,17 +118,14 @@ class DDPM(SingleObjectiveModule):
         """L_simple on a batch: uniform t, x_t = q_sample(x_0 / data_scale, t, eps), MSE(net(x_t, t), eps).
 
         t and eps come from ``generator`` (drawn on its device, then moved) when given, else from the global RNG.
+        The loss is float32 even when the net runs under autocast.
         """
         x0 = data / self.data_scale if self.data_scale != 1.0 else data
         sch = self.noise_schedule
-        if generator is None:
-            t = sch.sample_timesteps(x0.shape[0], device=x0.device)
-            noise = torch.randn_like(x0)
-        else:
-            t = sch.sample_timesteps(x0.shape[0], generator=generator, device=generator.device).to(x0.device)
-            noise = torch.randn(x0.shape, generator=generator, device=generator.device, dtype=x0.dtype).to(x0.device)
+        t = sch.sample_timesteps(x0.shape[0], generator=generator, device=x0.device)
+        noise = randn(x0.shape, generator, x0.device, dtype=x0.dtype)
         x_t = sch.q_sample(x0, t, noise=noise)
-        return epsilon_loss((net or self.denoiser)(x_t, t), noise)
+        return epsilon_loss(full_precision((net or self.denoiser)(x_t, t)), noise)
 
     def training_loss(self, data: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """The epsilon-prediction loss at uniform timesteps (Ho et al. 2020, alg. 1), logged as ``loss``."""
@@ -141,7 +148,9 @@ class DDPM(SingleObjectiveModule):
         return self._eval_loss(batch, batch_idx, "test")
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
-        """Step the optimizer, then move the EMA denoiser (once per optimizer step, whatever the accumulation)."""
+        """Step the optimizer, then move the EMA denoiser (once per optimizer step, whatever the accumulation).
+
+        This hook runs outside the autocast region of ``training_step``, so the average is kept in float32."""
         super().optimizer_step(*args, **kwargs)
         if self.denoiser_ema is not None:
             self.denoiser_ema.update(self.denoiser)
@@ -166,28 +175,22 @@ class DDPM(SingleObjectiveModule):
         """Draw ``(num_samples, *data_shape)`` samples with the ancestral sampler (Ho et al. 2020, alg. 2).
 
         All noise comes from ``generator`` (drawn on its device, then moved to this module's), so a seeded CPU
-        generator gives the same samples on any device; without one the global RNG is used.
+        generator gives the same samples on any device; without one the global RNG is used. Returns float32, also
+        when called under autocast (the net's low-precision output is cast before each step's update).
         """
-        if condition:
-            raise TypeError(f"DDPM is unconditional; sample() got unexpected arguments {sorted(condition)}")
+        reject_unexpected_arguments(self, condition, hint="the model is unconditional")
         if num_samples < 0:
             raise ValueError(f"num_samples must be >= 0, got {num_samples}")
         net = self.sampling_denoiser
         sch, net_steps = self.sampling_schedule()
         shape = (num_samples, *self.data_shape)
-
-        def randn() -> Tensor:
-            if generator is None:
-                return torch.randn(shape, device=self.device)
-            return torch.randn(shape, generator=generator, device=generator.device).to(self.device)
-
         clip = (-1.0, 1.0) if self.clip_denoised else None
         with eval_mode(net):
-            x = randn()
+            x = randn(shape, generator, self.device)
             for i in reversed(range(sch.num_steps)):
                 t = torch.full((num_samples,), i, dtype=torch.long, device=self.device)
-                eps = net(x, net_steps[t])
-                noise = randn() if i > 0 else torch.zeros_like(x)
+                eps = full_precision(net(x, net_steps[t]))
+                noise = randn(shape, generator, self.device) if i > 0 else torch.zeros_like(x)
                 x = sch.p_sample_step(eps, x, t, clip_x0=clip, variance=self.variance, noise=noise)
         if self.clip_denoised:
             x = x.clamp(-1.0, 1.0)

@@ -11,7 +11,15 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
 from lightning_gen.losses.elbo import standard_normal_log_prob
-from lightning_gen.modules.base import SingleObjectiveModule, batch_data, eval_mode
+from lightning_gen.modules.base import (
+    SingleObjectiveModule,
+    batch_data,
+    eval_mode,
+    evaluation_generator,
+    reject_unexpected_arguments,
+)
+from lightning_gen.noise import rand, randn
+from lightning_gen.precision import full_precision
 
 __all__ = ["RealNVP"]
 
@@ -33,6 +41,9 @@ class RealNVP(SingleObjectiveModule):
     image ``k`` (``p_V`` includes the logit Jacobian). :meth:`bits_per_dim` is ``-log_prob / (D log 2)``, the number
     reported in the paper. Samples are mapped back to ``data_range`` (the centre of level ``k`` is
     ``lo + (hi - lo) k / (2**num_bits - 1)``) and clamped.
+
+    Under mixed precision only the coupling nets run in bfloat16/float16: the pre/postprocessing, the
+    log-determinants and the Gaussian log-density are float32, and :meth:`sample` returns float32.
     """
 
     def __init__(
@@ -45,6 +56,7 @@ class RealNVP(SingleObjectiveModule):
         temperature: float = 1.0,
         optimizer: Optional[OptimizerCallable] = None,
         scheduler: Optional[LRSchedulerCallable] = None,
+        detect_non_finite: bool = True,
     ) -> None:
         """Wrap ``flow``; ``dequantize`` for images stored with ``num_bits`` bits per value, spanning ``data_range``.
 
@@ -59,6 +71,8 @@ class RealNVP(SingleObjectiveModule):
             temperature: the std of the latent Gaussian that :meth:`sample` draws from (1: the model itself).
             optimizer: callable building the optimizer (default Adam(1e-3)).
             scheduler: optional LR scheduler, stepped after every optimizer step.
+            detect_non_finite: stop training with :class:`~lightning_gen.modules.base.NonFiniteLossError` when a
+                training loss is NaN or infinite (one host sync per step; ``False`` skips the check).
         """
         super().__init__()
         if not all(hasattr(flow, name) for name in ("inverse", "data_shape")):
@@ -81,7 +95,8 @@ class RealNVP(SingleObjectiveModule):
         self.data_range = (lo, hi)
         self.logit_alpha = float(logit_alpha)
         self.temperature = float(temperature)
-        self._init_objective(nets=("flow",), optimizer=optimizer, scheduler=scheduler, default_lr=1e-3)
+        self._init_objective(nets=("flow",), optimizer=optimizer, scheduler=scheduler, default_lr=1e-3,
+                             detect_non_finite=detect_non_finite)
 
     @property
     def data_shape(self) -> tuple[int, ...]:
@@ -110,7 +125,9 @@ class RealNVP(SingleObjectiveModule):
 
     def preprocess(self, x: Tensor, generator: Optional[torch.Generator] = None) -> tuple[Tensor, Tensor]:
         """Map data to the flow's input ``y`` and return ``(y, log|dy/dx|)`` per sample, where for images ``x`` is
-        the dequantized ``v`` in [0, 1)^D and the term includes ``-D num_bits log 2`` (see the class docstring)."""
+        the dequantized ``v`` in [0, 1)^D and the term includes ``-D num_bits log 2`` (see the class docstring).
+        Low-precision data is promoted to float32 first."""
+        x = full_precision(x)
         if not self.dequantize:
             return x, x.new_zeros(x.shape[0])
         lo, hi = self.data_range
@@ -119,8 +136,7 @@ class RealNVP(SingleObjectiveModule):
                 f"RealNVP(dequantize=True) expects data in data_range {self.data_range}, got values in "
                 f"[{float(x.min()):.3g}, {float(x.max()):.3g}]; set data_range to the range of your images."
             )
-        device = generator.device if generator is not None else x.device
-        u = torch.rand(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)
+        u = rand(x.shape, generator, x.device, dtype=x.dtype)
         v = (self._levels(x) + u) / 2**self.num_bits
         log_det = x.new_full((x.shape[0],), -self.num_dims * self.num_bits * math.log(2.0))
         if self.logit_alpha == 0.0:
@@ -132,7 +148,9 @@ class RealNVP(SingleObjectiveModule):
         return y, log_det
 
     def postprocess(self, y: Tensor) -> Tensor:
-        """Map the flow's output back to data: the inverse of the logit transform, then into ``data_range``."""
+        """Map the flow's output back to data: the inverse of the logit transform, then into ``data_range``
+        (float32 for a low-precision ``y``)."""
+        y = full_precision(y)
         if not self.dequantize:
             return y
         a = self.logit_alpha
@@ -144,11 +162,12 @@ class RealNVP(SingleObjectiveModule):
     # -- densities ----------------------------------------------------------------------------------------------
     def log_prob(self, x: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
         """Per-sample log-likelihood in nats, ``(B,)``: exact for continuous data; for ``dequantize=True`` the
-        one-sample dequantization lower-bound estimate on ``log P(image)`` (``generator`` draws its noise)."""
+        one-sample dequantization lower-bound estimate on ``log P(image)`` (``generator`` draws its noise; the
+        global RNG without one). Float32 (or the data's float64) even when the flow runs under autocast."""
         self._check_shape(x)
         y, log_det_pre = self.preprocess(x, generator)
         z, log_det = self.flow(y)
-        return standard_normal_log_prob(z) + log_det + log_det_pre
+        return standard_normal_log_prob(full_precision(z)) + full_precision(log_det) + log_det_pre
 
     def bits_per_dim(self, x: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
         """Per-sample ``-log_prob(x) / (D log 2)``, ``(B,)``: bits per value of the discrete image when
@@ -159,13 +178,11 @@ class RealNVP(SingleObjectiveModule):
     @torch.no_grad()
     def sample(self, num_samples: int, generator: Optional[torch.Generator] = None, **condition: Any) -> Tensor:
         """Draw ``z ~ N(0, temperature^2 I)`` (from ``generator`` when given) and return ``flow.inverse(z)`` in data
-        space, shape ``(num_samples, *data_shape)``; images are clamped to ``data_range``."""
-        if condition:
-            raise TypeError(f"RealNVP is unconditional; sample() got unexpected condition(s) {sorted(condition)}")
+        space, shape ``(num_samples, *data_shape)``; images are clamped to ``data_range``. Float32 (or the flow's
+        float64) also under autocast."""
+        reject_unexpected_arguments(self, condition, hint="the model is unconditional")
         dtype = next(self.flow.parameters()).dtype
-        device = generator.device if generator is not None else self.device
-        z = torch.randn((num_samples, *self.data_shape), generator=generator, device=device, dtype=dtype)
-        z = z.to(self.device) * self.temperature
+        z = randn((num_samples, *self.data_shape), generator, self.device, dtype=dtype) * self.temperature
         with eval_mode(self):
             return self.postprocess(self.flow.inverse(z))
 
@@ -185,7 +202,7 @@ class RealNVP(SingleObjectiveModule):
     def _evaluate(self, batch: Any, batch_idx: int, stage: str) -> None:
         data = batch_data(batch)
         # a fixed dequantization noise per batch index: evaluation neither depends on nor moves the global RNG
-        generator = torch.Generator().manual_seed(batch_idx) if self.dequantize else None
+        generator = evaluation_generator(batch_idx)
         terms = self._nll_terms(data, generator)
         self.log_dict({f"{stage}/{k}": v for k, v in terms.items()}, batch_size=data.shape[0], sync_dist=True)
 

@@ -3,6 +3,10 @@
 Every flow maps data to latent with ``forward(x) -> (z, log_det)``, where ``z`` has the data's shape and
 ``log_det`` is ``log |det dz/dx|`` per sample, shape ``(B,)``; ``inverse(z) -> x`` undoes it exactly (up to float
 rounding). Each flow has a ``data_shape`` attribute, the shape of one sample without the batch dimension.
+
+Under ``torch.autocast`` the coupling nets run in bfloat16/float16 but every log-determinant is summed and
+accumulated in float32 (float64 for a float64 flow): a sum over thousands of dimensions would lose several nats
+in bfloat16.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from lightning_gen.nets.mlp import make_activation, mlp
+from lightning_gen.precision import full_precision
 
 __all__ = [
     "checkerboard_mask",
@@ -105,14 +110,20 @@ class AffineCoupling(nn.Module):
         return free * self.scale * torch.tanh(raw_s), free * t
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Transform ``x``; returns ``(y, log|det dy/dx|)`` with the log-determinant per sample, ``(B,)``."""
+        """Transform ``x``; returns ``(y, log|det dy/dx|)`` with the log-determinant per sample, ``(B,)``, summed in
+        float32 at least."""
         s, t = self._scale_shift(x * self.mask)
-        return x * torch.exp(s) + t, s.flatten(1).sum(1)
+        return x * torch.exp(s) + t, full_precision(s).flatten(1).sum(1)
 
     def inverse(self, y: Tensor) -> Tensor:
         """Undo :meth:`forward`: the kept entries are unchanged, so ``s`` and ``t`` are recomputed from them."""
         s, t = self._scale_shift(y * self.mask)
         return (y - t) * torch.exp(-s)
+
+
+def _log_det_accumulator(x: Tensor) -> Tensor:
+    """Zeros ``(B,)`` to sum the couplings' log-determinants into: float32 at least, whatever ``x``'s dtype."""
+    return torch.zeros(x.shape[0], dtype=torch.promote_types(x.dtype, torch.float32), device=x.device)
 
 
 def _zero_last(module: nn.Module) -> None:
@@ -181,7 +192,7 @@ class VectorRealNVP(nn.Module):
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Data to latent: ``(z, log|det dz/dx|)``, shapes ``(B, D)`` and ``(B,)``."""
-        log_det = x.new_zeros(x.shape[0])
+        log_det = _log_det_accumulator(x)
         for coupling in self.couplings:
             x, ld = coupling(x)
             log_det = log_det + ld
@@ -249,7 +260,7 @@ class ImageRealNVP(nn.Module):
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Image to latent: ``(z, log|det dz/dx|)``, shapes ``(B, C, H, W)`` and ``(B,)``."""
-        log_det = x.new_zeros(x.shape[0])
+        log_det = _log_det_accumulator(x)
         pieces = []
         h = x
         for s, scale in enumerate(self.scales):

@@ -7,6 +7,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from lightning_gen.noise import rand, randint
+
 __all__ = ["ImagePool"]
 
 
@@ -46,11 +48,11 @@ class ImagePool(nn.Module):
                 f"{tuple(new.shape)}; use one pool per image shape"
             )
         new = new.to(device=self.images.device, dtype=self.images.dtype)
-        gen_device = generator.device if generator is not None else torch.device("cpu")
         n = new.shape[0]
-        # Draw all random numbers up front so the result depends only on the generator state and the pool.
-        keep_new = torch.rand(n, generator=generator, device=gen_device) < 0.5
-        slots = torch.randint(self.size, (n,), generator=generator, device=gen_device)
+        # Draw all random numbers up front so the result depends only on the generator state and the pool; they
+        # stay where they are drawn (the generator's device, or the CPU), since they are only read one by one.
+        keep_new = rand((n,), generator) < 0.5
+        slots = randint(self.size, (n,), generator)
         out = new.clone()
         count = int(self.num_stored)
         for i in range(n):
