@@ -2,6 +2,7 @@
 
 from lightning_gen.modules import (
     DDPM,
+    AdversarialModule,
     DRAGAN,
     GAN,
     LSGAN,
@@ -14,6 +15,7 @@ from lightning_gen.modules import (
     DenoisingAutoencoder,
     GenerativeModule,
     HingeGAN,
+    NonFiniteLossError,
     Pix2Pix,
     RealNVP,
     load_model,
@@ -22,5 +24,5 @@ from lightning_gen.modules import (
 __version__ = "0.1.0.dev0"
 __all__ = [
     "Autoencoder", "DenoisingAutoencoder", "VAE", "GAN", "ConditionalGAN", "WGAN", "WGANGP", "DRAGAN", "LSGAN",
-    "HingeGAN", "Pix2Pix", "CycleGAN", "DDPM", "RealNVP", "GenerativeModule", "load_model", "__version__",
+    "HingeGAN", "AdversarialModule", "NonFiniteLossError", "Pix2Pix", "CycleGAN", "DDPM", "RealNVP", "GenerativeModule", "load_model", "__version__",
 ]

@@ -20,14 +20,6 @@ def _run(script: str, *args: str, monkeypatch) -> None:
 
 
 @pytest.mark.slow
-def test_relativistic_gan_example_trains_and_reports_toy_metrics(tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
-    _run("relativistic_gan.py", "--max-steps", "20", monkeypatch=monkeypatch)
-    out = capsys.readouterr().out
-    assert "toy metrics:" in out and "modes_covered" in out
-
-
-@pytest.mark.slow
 def test_load_and_sample_example_writes_reproducible_samples(tmp_path, monkeypatch):
     cli_main(["fit", f"--config={ROOT / 'configs/gan/toy_ring.yaml'}", f"--trainer.default_root_dir={tmp_path}",
               "--trainer.max_steps=3", "--data.train_size=512", "--data.batch_size=64", "--trainer.logger=false"])

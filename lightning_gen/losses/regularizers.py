@@ -1,15 +1,24 @@
-"""Critic regularizers as pure functions: gradient penalty (WGAN-GP), DRAGAN penalty, R1; weight clipping."""
+"""Critic regularizers as pure functions: gradient penalty (WGAN-GP), DRAGAN penalty, R1; weight clipping.
+
+Under mixed precision the critic may run in float16 inside ``torch.autocast``, where its input gradients can
+underflow or overflow. Each penalty takes an optional ``grad_scale`` (a loss scale, e.g. the critic's
+``GradScaler`` scale): the critic's output is multiplied by it before differentiating and the input gradient divided
+by it afterwards (the PyTorch AMP recipe's "gradient penalty" section). Norms and penalties are float32 (or float64 for float64 inputs).
+"""
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Optional
+from typing import Callable, Iterable, Optional, Union
 
 import torch
 from torch import Tensor, nn
 
+from lightning_gen.precision import full_precision
+
 __all__ = ["gradient_penalty", "dragan_penalty", "r1_penalty", "clip_weights_", "input_gradient_norm", "REGULARIZERS", "get_regularizer"]
 
 Critic = Callable[[Tensor], Tensor]
+Scale = Union[Tensor, float, None]
 
 
 def _per_sample_uniform(batch: int, like: Tensor, generator: Optional[torch.Generator]) -> Tensor:
@@ -18,23 +27,37 @@ def _per_sample_uniform(batch: int, like: Tensor, generator: Optional[torch.Gene
     return torch.rand(shape, device=like.device, dtype=like.dtype, generator=generator)
 
 
-def input_gradient_norm(critic: Critic, x: Tensor, create_graph: bool = True) -> Tensor:
-    """Per-sample L2 norm of ``d critic(x) / d x`` (shape ``(B,)``), differentiable when ``create_graph``."""
+def input_gradient_norm(critic: Critic, x: Tensor, create_graph: bool = True, grad_scale: Scale = None) -> Tensor:
+    """Per-sample L2 norm of ``d critic(x) / d x`` (shape ``(B,)``, at least float32), differentiable when ``create_graph``.
+
+    ``grad_scale`` differentiates ``grad_scale * critic(x)`` and divides the gradient by it (loss scaling).
+    """
     x = x.detach().requires_grad_(True)
-    out = critic(x)
-    (grad,) = torch.autograd.grad(out.sum(), x, create_graph=create_graph)
+    out = full_precision(critic(x)).sum()
+    # each sample's gradient seeded with scale / B (as a batch-mean loss under a GradScaler would be), not with the
+    # scale itself, whose default 2**16 is already beyond float16's largest value
+    factor = None if grad_scale is None else grad_scale / x.shape[0]
+    (grad,) = torch.autograd.grad(out if factor is None else out * factor, x, create_graph=create_graph)
+    grad = full_precision(grad)
+    if factor is not None:
+        grad = grad / factor
     return grad.flatten(1).norm(2, dim=1)
 
 
 def gradient_penalty(
-    critic: Critic, real: Tensor, fake: Tensor, target: float = 1.0, generator: Optional[torch.Generator] = None
+    critic: Critic,
+    real: Tensor,
+    fake: Tensor,
+    target: float = 1.0,
+    generator: Optional[torch.Generator] = None,
+    grad_scale: Scale = None,
 ) -> Tensor:
     """WGAN-GP penalty ``E[(||grad f(x_hat)|| - target)^2]`` on per-sample interpolates (Gulrajani 2017, eq. 3)."""
     if real.shape != fake.shape:
         raise ValueError(f"gradient_penalty needs real and fake of the same shape, got {tuple(real.shape)} and {tuple(fake.shape)}")
     alpha = _per_sample_uniform(real.shape[0], real, generator)
     x_hat = alpha * real.detach() + (1.0 - alpha) * fake.detach()
-    return (input_gradient_norm(critic, x_hat) - target).pow(2).mean()
+    return (input_gradient_norm(critic, x_hat, grad_scale=grad_scale) - target).pow(2).mean()
 
 
 def dragan_penalty(
@@ -44,6 +67,7 @@ def dragan_penalty(
     perturb_scale: float = 0.5,
     target: float = 1.0,
     generator: Optional[torch.Generator] = None,
+    grad_scale: Scale = None,
 ) -> Tensor:
     """DRAGAN penalty: gradient penalty around perturbed real points ``x + c * std(x) * U[0,1)`` (Kodali 2017)."""
     real = real.detach()
@@ -51,12 +75,18 @@ def dragan_penalty(
     perturbed = real + perturb_scale * real.std() * noise
     alpha = _per_sample_uniform(real.shape[0], real, generator)
     x_hat = alpha * real + (1.0 - alpha) * perturbed
-    return (input_gradient_norm(critic, x_hat) - target).pow(2).mean()
+    return (input_gradient_norm(critic, x_hat, grad_scale=grad_scale) - target).pow(2).mean()
 
 
-def r1_penalty(critic: Critic, real: Tensor, fake: Optional[Tensor] = None, generator: Optional[torch.Generator] = None) -> Tensor:
+def r1_penalty(
+    critic: Critic,
+    real: Tensor,
+    fake: Optional[Tensor] = None,
+    generator: Optional[torch.Generator] = None,
+    grad_scale: Scale = None,
+) -> Tensor:
     """R1 penalty ``1/2 E[||grad D(x)||^2]`` on real data (Mescheder 2018, eq. 9; multiply by gamma)."""
-    return 0.5 * input_gradient_norm(critic, real).pow(2).mean()
+    return 0.5 * input_gradient_norm(critic, real, grad_scale=grad_scale).pow(2).mean()
 
 
 REGULARIZERS: dict[str, Callable[..., Tensor]] = {

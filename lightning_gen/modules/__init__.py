@@ -1,14 +1,22 @@
 """One LightningModule per model family, sharing :class:`GenerativeModule`."""
 
+from lightning_gen.modules.adversarial import AdversarialModule, Player
 from lightning_gen.modules.autoencoder import VAE, Autoencoder, DenoisingAutoencoder
-from lightning_gen.modules.base import GenerativeModule, SingleObjectiveModule, batch_data, eval_mode, load_model
+from lightning_gen.modules.base import (
+    GenerativeModule,
+    NonFiniteLossError,
+    SingleObjectiveModule,
+    batch_data,
+    eval_mode,
+    load_model,
+)
 from lightning_gen.modules.diffusion import DDPM
 from lightning_gen.modules.flow import RealNVP
-from lightning_gen.modules.gan import DRAGAN, GAN, ConditionalGAN, LSGAN, WGAN, WGANGP, HingeGAN, NonFiniteLossError
+from lightning_gen.modules.gan import DRAGAN, GAN, LSGAN, WGAN, WGANGP, ConditionalGAN, HingeGAN
 from lightning_gen.modules.image_to_image import CycleGAN, Pix2Pix
 
 __all__ = [
-    "Autoencoder", "DenoisingAutoencoder", "VAE", "SingleObjectiveModule", "batch_data", "eval_mode",
+    "AdversarialModule", "Player", "Autoencoder", "DenoisingAutoencoder", "VAE", "SingleObjectiveModule", "batch_data", "eval_mode",
     "GenerativeModule", "GAN", "ConditionalGAN", "WGAN", "WGANGP", "DRAGAN", "LSGAN", "HingeGAN",
     "NonFiniteLossError", "DDPM", "RealNVP", "Pix2Pix", "CycleGAN", "load_model",
 ]

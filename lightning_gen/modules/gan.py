@@ -1,18 +1,14 @@
-"""Adversarial training with manual optimization: k critic steps per generator step, honest step counters."""
+"""The GAN game on the adversarial base: k critic steps per generator step, any loss pair, stabilizers."""
 
 from __future__ import annotations
 
-from contextlib import contextmanager, nullcontext
+import inspect
 from functools import partial
-from typing import Any, Callable, Iterator, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import torch
-import torch.distributed as dist
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
-from lightning.pytorch.strategies import DDPStrategy, ParallelStrategy, SingleDeviceStrategy
 from torch import Tensor, nn
-from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
 from lightning_gen.losses.adversarial import AdversarialLoss, get_adversarial_loss
 from lightning_gen.losses.regularizers import clip_weights_, get_regularizer
@@ -22,59 +18,59 @@ from lightning_gen.losses.stabilizers import (
     historical_averaging_penalty,
     instance_noise_std,
 )
-from lightning_gen.modules.base import GenerativeModule
+from lightning_gen.modules.adversarial import AdversarialModule
+from lightning_gen.modules.base import NonFiniteLossError, evaluation_generator, reject_unexpected_arguments
 from lightning_gen.nets.ema import ExponentialMovingAverage
+from lightning_gen.precision import full_precision
+from lightning_gen.noise import randn
 
 __all__ = ["GAN", "ConditionalGAN", "WGAN", "WGANGP", "DRAGAN", "LSGAN", "HingeGAN", "NonFiniteLossError"]
 
 Regularizer = Callable[..., Tensor]
 
 
-class NonFiniteLossError(RuntimeError):
-    """Raised on every rank when a loss becomes NaN or infinite, before any optimizer steps on it."""
-
-
-@contextmanager
-def _frozen(net: nn.Module) -> Iterator[None]:
-    """Turn off ``requires_grad`` for ``net``'s parameters (no wasted weight gradients), then restore it."""
-    flags = [p.requires_grad for p in net.parameters()]
-    for p in net.parameters():
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, flag in zip(net.parameters(), flags):
-            p.requires_grad_(flag)
-
-
 class _ParameterAverage(nn.Module):
-    """Running mean of a net's parameters over its optimizer steps, kept in buffers so checkpoints hold it."""
+    """Running mean of a net's parameters over its optimizer steps, kept in float32 buffers so checkpoints hold it."""
 
     def __init__(self, net: nn.Module) -> None:
         super().__init__()
         for i, p in enumerate(net.parameters()):
-            self.register_buffer(f"mean_{i}", p.detach().clone())
+            self.register_buffer(f"mean_{i}", p.detach().clone().float())
         self.register_buffer("count", torch.ones((), dtype=torch.long))
 
     def means(self) -> list[Tensor]:
+        """The running means, one per parameter of the net."""
         return [b for name, b in self.named_buffers() if name.startswith("mean_")]
 
     @torch.no_grad()
     def update(self, net: nn.Module) -> None:
+        """Fold the net's current parameters into the means."""
         self.count += 1
-        torch._foreach_lerp_(self.means(), [p.detach() for p in net.parameters()], 1.0 / float(self.count))
+        torch._foreach_lerp_(self.means(), [p.detach().float() for p in net.parameters()], 1.0 / float(self.count))
 
 
-class GAN(GenerativeModule):
-    """A generator/discriminator game trained with manual optimization.
+def _takes_grad_scale(fn: Callable[..., Any]) -> bool:
+    """Whether a regularizer accepts ``grad_scale`` (the built-in penalties do; custom callables may not)."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    return "grad_scale" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+class GAN(AdversarialModule):
+    """A generator/discriminator game on :class:`~lightning_gen.modules.adversarial.AdversarialModule`.
 
     Each training batch is one critic micro-batch; every ``accumulate_grad_batches`` micro-batches make one critic
-    step, and every ``n_critic`` critic steps are followed by one generator step (Goodfellow 2014, algorithm 1).
-    ``trainer.global_step`` -- and so ``max_steps``, checkpoint names and step-based callbacks -- counts generator
-    steps; ``critic_steps`` counts critic steps. Each learning-rate scheduler steps with its own optimizer.
+    step, and every ``n_critic`` critic steps are followed by one generator step (Goodfellow 2014, algorithm 1),
+    whose gradients are accumulated over ``accumulate_grad_batches`` fresh noise batches. ``trainer.global_step`` --
+    and so ``max_steps``, checkpoint names and step-based callbacks -- counts generator steps; ``critic_steps``
+    counts critic steps. Each learning-rate scheduler steps with its own optimizer.
 
-    Under DDP the gradients of the net being stepped are averaged across ranks by this module, so no
-    ``find_unused_parameters`` is needed; a plain ``strategy: ddp`` works.
+    The players are ``generator`` (with the optional EMA) and ``discriminator``; the base averages their gradients
+    under DDP (a plain ``strategy: ddp`` works), unscales and clips them under ``16-mixed`` with one loss scaler per
+    player, and keeps the counters in checkpoints. The critic's regularizer is computed with the critic's loss scale
+    (see :mod:`lightning_gen.losses.regularizers`).
 
     Conditional nets (``generator.num_classes > 0``) make a conditional GAN: batches are ``(images, labels)``, fakes
     for a batch are drawn with the batch's labels, and both nets are called as ``net(input, labels)``.
@@ -85,8 +81,9 @@ class GAN(GenerativeModule):
     :meth:`generate`, validation and prediction use. Minibatch-std is a discriminator option
     (``DCGANDiscriminator(minibatch_std=True)``).
 
-    To change the game, override :meth:`critic_loss` and/or :meth:`generator_loss`; while training,
-    ``current_real`` holds the running step's real micro-batch for generator losses that also score real data.
+    To change the game, pass another loss (any registered name, e.g. ``relativistic_average``, or an
+    :class:`AdversarialLoss`), or override :meth:`critic_loss` and/or :meth:`generator_loss`; while training,
+    ``current_real`` holds the running step's real micro-batch.
     """
 
     # Arguments a named game fixes when it calls ``GAN.__init__``; they are not saved as its hyperparameters.
@@ -123,8 +120,9 @@ class GAN(GenerativeModule):
             generator: maps ``(B, generator.latent_dim)`` noise to samples shaped like the data.
             discriminator: maps a batch to one raw score per sample.
             loss: an :class:`AdversarialLoss` or one of ``minimax``, ``nonsaturating``, ``wasserstein``, ``hinge``,
-                ``least_squares``.
-            regularizer: ``gradient_penalty``, ``dragan``, ``r1`` or a callable ``(critic, real, fake) -> Tensor``.
+                ``least_squares``, ``relativistic`` (RSGAN), ``relativistic_average`` (RaGAN).
+            regularizer: ``gradient_penalty``, ``dragan``, ``r1`` or a callable ``(critic, real, fake) -> Tensor``
+                (it gets ``grad_scale=`` under ``16-mixed`` when its signature takes it).
             regularizer_weight: multiplies the regularizer (lambda of WGAN-GP/DRAGAN, gamma of R1).
             n_critic: critic steps per generator step (5 for WGAN and WGAN-GP).
             clip_value: clamp the critic's weights to ``[-c, c]`` after each critic step (WGAN: 0.01).
@@ -133,11 +131,11 @@ class GAN(GenerativeModule):
             generator_scheduler: optional LR scheduler, stepped after every generator step.
             discriminator_scheduler: optional LR scheduler, stepped after every critic step.
             accumulate_grad_batches: micro-batches accumulated into each critic (and generator) step.
-            gradient_clip_val: clip each net's gradients before its step (``None``: off).
+            gradient_clip_val: clip each net's gradients before its step, after unscaling (``None``: off).
             gradient_clip_algorithm: ``norm`` or ``value``.
             detect_non_finite: stop with :class:`NonFiniteLossError` on a NaN/inf loss (one host sync per loss).
             label_smoothing: one-sided label smoothing ``s``: the critic's real target becomes ``1 - s`` (0.1 gives
-                Salimans' 0.9); for the ``minimax``, ``nonsaturating`` and ``least_squares`` losses.
+                Salimans' 0.9); for the losses marked ``smoothable``.
             instance_noise: std of Gaussian noise added to every discriminator input, real and fake (data units).
             instance_noise_anneal_steps: decay that std linearly to 0 over this many generator steps (``None``:
                 constant).
@@ -147,15 +145,11 @@ class GAN(GenerativeModule):
             ema_decay: keep an exponential moving average of the generator's weights (e.g. 0.999) and sample from it.
             ema_warmup: use ``min(ema_decay, (1 + n) / (10 + n))`` at EMA update ``n``.
         """
-        super().__init__()
+        super().__init__(accumulate_grad_batches, gradient_clip_val, gradient_clip_algorithm, detect_non_finite)
         if n_critic < 1:
             raise ValueError(f"n_critic must be >= 1 (critic steps per generator step), got {n_critic}")
-        if accumulate_grad_batches < 1:
-            raise ValueError(f"accumulate_grad_batches must be >= 1, got {accumulate_grad_batches}")
         if clip_value is not None and clip_value <= 0:
             raise ValueError(f"clip_value must be positive or null, got {clip_value}")
-        if gradient_clip_algorithm not in ("norm", "value"):
-            raise ValueError(f"gradient_clip_algorithm must be 'norm' or 'value', got {gradient_clip_algorithm!r}")
         if not hasattr(generator, "latent_dim"):
             raise ValueError(f"the generator ({type(generator).__name__}) needs a `latent_dim` attribute giving its noise size")
         num_classes = int(getattr(generator, "num_classes", 0) or 0)
@@ -176,34 +170,24 @@ class GAN(GenerativeModule):
                 raise ValueError(f"{name} must be >= 0, got {value}")
         if label_smoothing >= 1:
             raise ValueError(f"label_smoothing must be < 1 (0.1 makes the real target 0.9), got {label_smoothing}")
-        # Nets and callables are not plain hyperparameters unless the CLI recorded them as config.
-        from_cli = _given_hyperparameters.get() is not None
-        ignore = list(self._pinned_hparams)
-        if not from_cli:
-            ignore += ["generator", "discriminator", "loss", "regularizer", "generator_optimizer",
-                       "discriminator_optimizer", "generator_scheduler", "discriminator_scheduler"]
-        self.save_hyperparameters(ignore=ignore)
-        self.automatic_optimization = False
+        self.save_init_hyperparameters(
+            ["generator", "discriminator", "loss", "regularizer", "generator_optimizer", "discriminator_optimizer",
+             "generator_scheduler", "discriminator_scheduler"],
+            pinned=self._pinned_hparams,
+        )
         self.generator = generator
         self.discriminator = discriminator
         self.loss = loss if isinstance(loss, AdversarialLoss) else get_adversarial_loss(loss)
         if label_smoothing and not self.loss.smoothable:
             raise ValueError(
-                f"label_smoothing applies to the minimax, nonsaturating and least_squares losses, not {self.loss.name!r}"
+                f"label_smoothing applies to the losses marked smoothable (minimax, nonsaturating, least_squares, "
+                f"relativistic, relativistic_average), not {self.loss.name!r}"
             )
         self.regularizer: Optional[Regularizer] = get_regularizer(regularizer) if isinstance(regularizer, str) else regularizer
+        self._regularizer_takes_scale = self.regularizer is not None and _takes_grad_scale(self.regularizer)
         self.regularizer_weight = float(regularizer_weight)
         self.n_critic = int(n_critic)
         self.clip_value = clip_value
-        self.accumulate_grad_batches = int(accumulate_grad_batches)
-        self.gradient_clip_val = gradient_clip_val
-        self.gradient_clip_algorithm = gradient_clip_algorithm
-        self.detect_non_finite = detect_non_finite
-        self._optimizer_factories = (
-            generator_optimizer or partial(torch.optim.Adam, lr=2e-4, betas=(0.5, 0.999)),
-            discriminator_optimizer or partial(torch.optim.Adam, lr=2e-4, betas=(0.5, 0.999)),
-        )
-        self._scheduler_factories = (generator_scheduler, discriminator_scheduler)
         self.label_smoothing = float(label_smoothing)
         self.instance_noise = float(instance_noise)
         self.instance_noise_anneal_steps = instance_noise_anneal_steps
@@ -216,8 +200,10 @@ class GAN(GenerativeModule):
             self.discriminator_average: Optional[_ParameterAverage] = _ParameterAverage(discriminator)
         else:
             self.generator_average = self.discriminator_average = None
-        self.critic_steps = 0
-        self._micro_batches = 0
+        adam = partial(torch.optim.Adam, lr=2e-4, betas=(0.5, 0.999))
+        self.add_player("generator", [generator], generator_optimizer or adam, generator_scheduler,
+                        ema=self.generator_ema, counts_global_step=True)
+        self.add_player("discriminator", [discriminator], discriminator_optimizer or adam, discriminator_scheduler)
         self.current_real: Optional[Tensor] = None  # the real micro-batch of the running training step
 
     # -- public API ---------------------------------------------------------------------------------------------
@@ -237,16 +223,13 @@ class GAN(GenerativeModule):
         return self.generator_ema if self.generator_ema is not None else self.generator
 
     @property
-    def generator_steps(self) -> int:
-        """Generator optimizer steps taken so far (equals ``trainer.global_step`` while fitting)."""
-        return self.trainer.global_step if self._trainer is not None else 0
+    def critic_steps(self) -> int:
+        """Critic optimizer steps taken so far."""
+        return self.players["discriminator"].steps
 
     def noise(self, num_samples: int, generator: Optional[torch.Generator] = None) -> Tensor:
-        """Standard normal noise ``(num_samples, latent_dim)`` on this module's device."""
-        if generator is None:
-            return torch.randn(num_samples, self.latent_dim, device=self.device)
-        z = torch.randn(num_samples, self.latent_dim, generator=generator, device=generator.device)
-        return z.to(self.device)
+        """Standard normal noise ``(num_samples, latent_dim)`` on this module's device (from ``generator`` if given)."""
+        return randn((num_samples, self.latent_dim), generator, self.device)
 
     def forward(self, z: Tensor, labels: Optional[Tensor] = None) -> Tensor:
         """Run the (training) generator on noise ``z`` (and ``labels`` for a conditional GAN)."""
@@ -254,7 +237,6 @@ class GAN(GenerativeModule):
 
     def _call(self, net: Any, x: Tensor, labels: Optional[Tensor]) -> Tensor:
         return net(x) if labels is None else net(x, labels)
-
     def _check_labels(self, labels: Optional[Tensor], num_samples: int) -> Optional[Tensor]:
         if self.num_classes == 0:
             if labels is not None:
@@ -278,7 +260,7 @@ class GAN(GenerativeModule):
         was_training = net.training
         net.eval()
         try:
-            return self._call(net, z.to(self.device), self._check_labels(labels, z.shape[0]))
+            return full_precision(self._call(net, z.to(self.device), self._check_labels(labels, z.shape[0])))
         finally:
             net.train(was_training)
 
@@ -292,8 +274,7 @@ class GAN(GenerativeModule):
         For a conditional GAN, ``labels`` (one int, or one per sample) picks the classes; without them sample ``i``
         gets class ``i % num_classes``.
         """
-        if condition:
-            raise TypeError(f"{type(self).__name__}.sample got unexpected arguments {sorted(condition)}")
+        reject_unexpected_arguments(self, condition)
         return self.generate(self.noise(num_samples, generator), labels)
 
     @torch.no_grad()
@@ -312,25 +293,6 @@ class GAN(GenerativeModule):
         labels = batch[1] if self.num_classes and isinstance(batch, (list, tuple)) and len(batch) > 1 else None
         return self.sample(len(first), labels=labels)
 
-    # -- optimizers ---------------------------------------------------------------------------------------------
-    def configure_optimizers(self) -> Any:
-        """Two optimizers, generator first; schedulers (if any) are stepped by this module, not by Lightning."""
-        opt_g = self._optimizer_factories[0](self.generator.parameters())
-        opt_d = self._optimizer_factories[1](self.discriminator.parameters())
-        schedulers = [f(o) for f, o in zip(self._scheduler_factories, (opt_g, opt_d)) if f is not None]
-        return [opt_g, opt_d], schedulers
-
-    def setup(self, stage: str) -> None:
-        """Reject strategies whose parameter sharding this module's gradient averaging cannot handle."""
-        if self._trainer is None:
-            return
-        strategy = self.trainer.strategy
-        if not isinstance(strategy, (SingleDeviceStrategy, DDPStrategy)) and self.trainer.world_size > 1:
-            raise NotImplementedError(
-                f"{type(self).__name__} supports single-device and DDP training (`strategy: ddp`); got "
-                f"{type(strategy).__name__}. Use `strategy: ddp` for several devices or nodes."
-            )
-
     # -- training -----------------------------------------------------------------------------------------------
     def _split(self, batch: Any) -> tuple[Tensor, Optional[Tensor]]:
         """``(data, labels)`` of a batch; labels only for a conditional GAN (they must be the batch's second item)."""
@@ -343,9 +305,6 @@ class GAN(GenerativeModule):
                 "(images, labels) batches; the data module yields no labels."
             )
         return data, batch[1]
-
-    def _real(self, batch: Any) -> Tensor:
-        return self._split(batch)[0]
 
     def current_instance_noise(self) -> float:
         """The instance-noise std at the current generator step."""
@@ -364,61 +323,6 @@ class GAN(GenerativeModule):
                 f"{tuple(real.shape[1:])}: set the generator's output size (e.g. `output_shape`) to match the data."
             )
 
-    def _check_finite(self, loss: Tensor, name: str) -> None:
-        if not self.detect_non_finite:
-            return
-        bad = not bool(torch.isfinite(loss).all())
-        if self.trainer.world_size > 1:
-            bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
-        if bad:
-            ckpt = getattr(self.trainer.checkpoint_callback, "dirpath", None)
-            raise NonFiniteLossError(
-                f"The {name} loss became {loss.detach().float().cpu().item() if loss.numel() == 1 else 'non-finite'} "
-                f"at generator step {self.generator_steps}, critic step {self.critic_steps}. Training stopped before "
-                f"stepping on it; the last good checkpoint is kept{f' in {ckpt}' if ckpt else ''}. Try a lower learning "
-                "rate, gradient_clip_val, or a critic regularizer."
-            )
-
-    def _backward(self, loss: Tensor) -> None:
-        """Backward without DDP's reducer: gradients are averaged per net in :meth:`_step`."""
-        strategy = self.trainer.strategy
-        ctx = strategy.block_backward_sync() if isinstance(strategy, ParallelStrategy) else nullcontext()
-        with ctx:
-            self.manual_backward(loss)
-
-    def _average_gradients(self, net: nn.Module) -> None:
-        world = self.trainer.world_size
-        if world <= 1 or not (dist.is_available() and dist.is_initialized()):
-            return
-        params = [p for p in net.parameters() if p.requires_grad]
-        for p in params:
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
-        grads = [p.grad for p in params]
-        flat = _flatten_dense_tensors(grads)
-        dist.all_reduce(flat)
-        flat.div_(world)
-        for g, synced in zip(grads, _unflatten_dense_tensors(flat, grads)):
-            g.copy_(synced)
-
-    def _step(self, optimizer: Any, net: nn.Module, scheduler: Optional[Any], counted: bool) -> None:
-        self._average_gradients(net)
-        if self.gradient_clip_val:
-            self.clip_gradients(optimizer, self.gradient_clip_val, self.gradient_clip_algorithm)
-        if counted:
-            optimizer.step()  # a LightningOptimizer step: advances trainer.global_step
-        else:
-            self.trainer.strategy.optimizer_step(optimizer.optimizer, closure=lambda: None, model=self)
-        optimizer.zero_grad(set_to_none=True)
-        if scheduler is not None:
-            scheduler.step()
-
-    def _schedulers(self) -> tuple[Optional[Any], Optional[Any]]:
-        schedulers = self.lr_schedulers()
-        schedulers = [] if schedulers is None else (schedulers if isinstance(schedulers, list) else [schedulers])
-        it = iter(schedulers)
-        return tuple(next(it) if f is not None else None for f in self._scheduler_factories)  # type: ignore[return-value]
-
     def critic_loss(
         self, real: Tensor, fake: Tensor, labels: Optional[Tensor] = None
     ) -> tuple[Tensor, dict[str, Tensor]]:
@@ -426,24 +330,31 @@ class GAN(GenerativeModule):
         real, fake = self._dis_input(real), self._dis_input(fake)
         real_out = self._call(self.discriminator, real, labels)
         fake_out = self._call(self.discriminator, fake, labels)
-        if self.label_smoothing:
-            loss_adv = self.loss.dis(real_out, fake_out, real_target=1.0 - self.label_smoothing)
-        else:
-            loss_adv = self.loss.dis(real_out, fake_out)
+        loss_adv = self.loss.discriminator_loss(real_out, fake_out, real_target=1.0 - self.label_smoothing)
         parts = {"loss_dis_adv": loss_adv.detach()}
-        if self.loss.name == "wasserstein":
+        if self.loss.estimates_wasserstein:
             parts["wasserstein_estimate"] = -loss_adv.detach()
         total = loss_adv
         if self.regularizer is not None:
             critic = self.discriminator if labels is None else partial(self.discriminator, labels=labels)
-            penalty = self.regularizer(critic, real, fake)
+            scale = self.gradient_scale("discriminator") if self._regularizer_takes_scale else None
+            penalty = self.regularizer(critic, real, fake) if scale is None else self.regularizer(
+                critic, real, fake, grad_scale=scale)
             parts["penalty"] = penalty.detach()
             total = total + self.regularizer_weight * penalty
         return total, parts
 
     def generator_loss(self, fake: Tensor, labels: Optional[Tensor] = None) -> Tensor:
-        """The generator's adversarial objective on a batch of its samples."""
-        return self.loss.gen(self._call(self.discriminator, self._dis_input(fake), labels))
+        """The generator's adversarial objective on a batch of its samples (relativistic losses also score
+        ``current_real``, without gradients)."""
+        fake_out = self._call(self.discriminator, self._dis_input(fake), labels)
+        real_out = None
+        if self.loss.needs_real_scores:
+            if self.current_real is None:
+                raise ValueError(f"the {self.loss.name!r} loss needs a real batch: set `current_real` first")
+            with torch.no_grad():
+                real_out = self._call(self.discriminator, self._dis_input(self.current_real), labels)
+        return self.loss.generator_loss(fake_out, real_out)
 
     def _historical_average(self, net: nn.Module, average: Optional[_ParameterAverage]) -> Optional[Tensor]:
         if average is None:
@@ -454,57 +365,51 @@ class GAN(GenerativeModule):
         with torch.no_grad():
             real_features = self._call(self.discriminator.features, self._dis_input(real), labels)
         fake_features = self._call(self.discriminator.features, self._dis_input(fake), labels)
-        return feature_matching_loss(real_features, fake_features)
+        return feature_matching_loss(real_features.float(), fake_features.float())
 
     def training_step(self, batch: Any, batch_idx: int) -> None:
         """One critic micro-batch; a critic step every ``accumulate_grad_batches``, a generator step every ``n_critic``."""
         real, labels = self._split(batch)
-        self.current_real = real  # for losses that also score real data in the generator step (e.g. relativistic)
-        cond = {} if labels is None else {"labels": labels}
-        opt_g, opt_d = self.optimizers()
-        sched_g, sched_d = self._schedulers()
-        acc = self.accumulate_grad_batches
+        self.current_real = real
         batch_size = real.shape[0]
-
         with torch.no_grad():
             fake = self._call(self.generator, self.noise(batch_size), labels)
         self._check_shape(fake, real)
-        loss_d, parts = self.critic_loss(real, fake, **cond)
+        loss_d, parts = self.critic_loss(real, fake, labels)
         history = self._historical_average(self.discriminator, self.discriminator_average)
         if history is not None:
             parts["historical_averaging_dis"] = history.detach()
             loss_d = loss_d + history
-        self._check_finite(loss_d, "discriminator")
-        self._backward(loss_d / acc)
-        self._micro_batches += 1
+        # Under a loss scaler an overflowed penalty is a scaling artefact the scaler skips; check the rest.
+        scaled_penalty = self.gradient_scale("discriminator") is not None and "penalty" in parts
+        self.check_finite(loss_d - self.regularizer_weight * parts["penalty"] if scaled_penalty else loss_d,
+                          "discriminator")
+        self.player_backward("discriminator", loss_d, check_finite=False)
         logs = {"train/loss_dis": loss_d.detach(), **{f"train/{k}": v for k, v in parts.items()}}
 
-        if self._micro_batches % acc == 0:
-            self._step(opt_d, self.discriminator, sched_d, counted=False)
+        if self.player_step("discriminator"):
             if self.clip_value is not None:
                 clip_weights_(self.discriminator, self.clip_value)
             if self.discriminator_average is not None:
                 self.discriminator_average.update(self.discriminator)
-            self.critic_steps += 1
             if self.critic_steps % self.n_critic == 0:
-                logs.update(self._generator_step(real, labels, opt_g, sched_g))
-        if self._should_log(batch_idx):
+                logs.update(self._generator_step(real, labels))
+        if self.should_log(batch_idx):
+            logs.update(self.plumbing_logs())
             logs["train/critic_steps"] = float(self.critic_steps)
-            logs["train/generator_steps"] = float(self.generator_steps)
             if self.instance_noise:
                 logs["train/instance_noise"] = self.current_instance_noise()
             self.log_dict(logs, prog_bar=False, batch_size=batch_size)
 
-    def _generator_step(self, real: Tensor, labels: Optional[Tensor], opt_g: Any, sched_g: Any) -> dict[str, Tensor]:
+    def _generator_step(self, real: Tensor, labels: Optional[Tensor]) -> dict[str, Tensor]:
         """Accumulate the generator's gradients over ``accumulate_grad_batches`` fresh batches and step it."""
-        cond = {} if labels is None else {"labels": labels}
-        acc = self.accumulate_grad_batches
         logs: dict[str, Tensor] = {}
         total = torch.zeros((), device=self.device)
-        with _frozen(self.discriminator):
+        acc = self.accumulate_grad_batches
+        with self.frozen("discriminator"):
             for _ in range(acc):
                 fake = self._call(self.generator, self.noise(real.shape[0]), labels)
-                loss_g = self.generator_loss(fake, **cond)
+                loss_g = self.generator_loss(fake, labels)
                 if self.feature_matching_weight:
                     matching = self._feature_matching(real, fake, labels)
                     logs["train/feature_matching"] = matching.detach()
@@ -513,55 +418,35 @@ class GAN(GenerativeModule):
                 if history is not None:
                     logs["train/historical_averaging_gen"] = history.detach()
                     loss_g = loss_g + history
-                self._check_finite(loss_g, "generator")
-                self._backward(loss_g / acc)
+                self.player_backward("generator", loss_g)
                 total += loss_g.detach() / acc
-        self._step(opt_g, self.generator, sched_g, counted=True)
+        self.player_step("generator")
         if self.generator_average is not None:
             self.generator_average.update(self.generator)
-        if self.generator_ema is not None:
-            self.generator_ema.update(self.generator)
         logs["train/loss_gen"] = total
         return logs
 
-    def _should_log(self, batch_idx: int) -> bool:
-        # Lightning's per-call logging costs about 1 ms per key on a CPU, as much as a toy training step, and step
-        # values are only written every `log_every_n_steps` batches, so log just those batches.
-        every = self.trainer.log_every_n_steps
-        return every > 0 and (batch_idx + 1) % every == 0
-
     # -- evaluation ---------------------------------------------------------------------------------------------
-    def _evaluate(self, batch: Any, prefix: str) -> None:
+    def _evaluate(self, batch: Any, batch_idx: int, prefix: str) -> None:
         real, labels = self._split(batch)
-        fake = self._call(self.sampling_generator, self.noise(real.shape[0]), labels)
+        # fixed noise per batch index: evaluation neither depends on nor moves the global RNG
+        fake = self._call(self.sampling_generator, self.noise(real.shape[0], evaluation_generator(batch_idx)), labels)
         self._check_shape(fake, real)
         real_out = self._call(self.discriminator, real, labels)
         fake_out = self._call(self.discriminator, fake, labels)
-        logs = {f"{prefix}/loss_dis": self.loss.dis(real_out, fake_out), f"{prefix}/loss_gen": self.loss.gen(fake_out)}
-        if self.loss.name == "wasserstein":
+        logs = {f"{prefix}/loss_dis": self.loss.discriminator_loss(real_out, fake_out),
+                f"{prefix}/loss_gen": self.loss.generator_loss(fake_out, real_out)}
+        if self.loss.estimates_wasserstein:
             logs[f"{prefix}/wasserstein_estimate"] = -logs[f"{prefix}/loss_dis"]
         self.log_dict(logs, sync_dist=True, batch_size=real.shape[0])
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         """Losses of both players on held-out real data and fresh samples."""
-        self._evaluate(batch, "val")
+        self._evaluate(batch, batch_idx, "val")
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
         """Losses of both players on test data and fresh samples."""
-        self._evaluate(batch, "test")
-
-    # -- counters survive checkpoints ---------------------------------------------------------------------------
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Store the critic-step and micro-batch counters next to the RNG states."""
-        super().on_save_checkpoint(checkpoint)
-        checkpoint["lightning_gen_counters"] = {"critic_steps": self.critic_steps, "micro_batches": self._micro_batches}
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Restore the counters written by :meth:`on_save_checkpoint`."""
-        super().on_load_checkpoint(checkpoint)
-        counters = checkpoint.get("lightning_gen_counters", {})
-        self.critic_steps = int(counters.get("critic_steps", 0))
-        self._micro_batches = int(counters.get("micro_batches", 0))
+        self._evaluate(batch, batch_idx, "test")
 
 
 class ConditionalGAN(GAN):

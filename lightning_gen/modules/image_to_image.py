@@ -1,14 +1,14 @@
 """Image-to-image translation with manual optimization: pix2pix (paired) and CycleGAN (unpaired).
 
 Both modules take dict batches ``{"a": (B, C, H, W), "b": (B, C, H, W)}`` in [-1, 1] (see
-:mod:`lightning_gen.data.paired`), make one generator step and one discriminator step per batch, and count
-``trainer.global_step`` in generator steps (the discriminator step bypasses Lightning's step counter, as in
-:class:`~lightning_gen.modules.gan.GAN`). Under DDP each net's gradients are averaged by the module, so a plain
-``strategy: ddp`` works without ``find_unused_parameters``. Learning-rate schedulers (e.g. the papers' linear decay
-as a ``LambdaLR`` from YAML) are stepped by the module after their optimizer's step.
+:mod:`lightning_gen.data.paired`), make one generator step and one discriminator step per batch (per ``accumulate_grad_batches`` batches), and count
+``trainer.global_step`` in generator steps. They are games on
+:class:`~lightning_gen.modules.adversarial.AdversarialModule`, which does the plumbing: per-player DDP gradient
+averaging (a plain ``strategy: ddp`` works without ``find_unused_parameters``), gradient clipping after unscaling,
+one loss scaler per player under ``16-mixed``, accumulation, and schedulers stepped after their optimizer's step.
 
 Loss scaling follows the reference implementations: the discriminator objective is halved (pix2pix sec. 3.3,
-CycleGAN's code ``0.5 * (real + fake)``). This library's ``least_squares`` pair already carries Mao's 1/2
+CycleGAN's code ``0.5 * (real + fake)``). This library's ``least_squares`` pair (``half_weighted``) already carries Mao's 1/2
 (``dis = 1/2 E[(D(x)-1)^2] + 1/2 E[D(G)^2]``, ``gen = 1/2 E[(D(G)-1)^2]``), so for it the discriminator loss is used
 as is and the generator's term is doubled to the papers' ``E[(D(G(x))-1)^2]``, keeping its balance against the
 L1 terms (lambda = 10 or 100) exactly as published.
@@ -16,40 +16,30 @@ L1 terms (lambda = 10 or 100) exactly as published.
 
 from __future__ import annotations
 
-import itertools
-from contextlib import ExitStack
 from functools import partial
 from typing import Any, Literal, Optional, Union
 
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 from torch import Tensor, nn
 
 from lightning_gen.losses.adversarial import AdversarialLoss, get_adversarial_loss
 from lightning_gen.losses.cycle import cycle_consistency_loss, identity_loss, l1_reconstruction_loss
-from lightning_gen.modules.base import GenerativeModule, eval_mode
-from lightning_gen.modules.gan import GAN, NonFiniteLossError, _frozen
+from lightning_gen.modules.adversarial import AdversarialModule
+from lightning_gen.modules.base import eval_mode, reject_unexpected_arguments
 from lightning_gen.nets.image_pool import ImagePool
+from lightning_gen.precision import full_precision
 
 __all__ = ["Pix2Pix", "CycleGAN"]
 
 Direction = Literal["AtoB", "BtoA"]
 
-_NET_AND_CALLABLE_ARGS = ["loss", "generator_optimizer", "discriminator_optimizer", "generator_scheduler",
-                          "discriminator_scheduler"]
+_OBJECT_ARGS = ["loss", "generator_optimizer", "discriminator_optimizer", "generator_scheduler", "discriminator_scheduler"]
 
 
 def _adam() -> OptimizerCallable:
     """The papers' optimizer: Adam(2e-4, (0.5, 0.999)) (pix2pix sec. 3.3, CycleGAN sec. 7.1)."""
     return partial(torch.optim.Adam, lr=2e-4, betas=(0.5, 0.999))
-
-
-def _paper_scales(loss: AdversarialLoss) -> tuple[float, float]:
-    """``(generator scale, discriminator scale)`` that turn this library's loss pair into the papers' objectives."""
-    if loss.name == "least_squares":
-        return 2.0, 1.0  # gen: 1/2 E[(D-1)^2] -> E[(D-1)^2]; dis already 1/2 (real + fake)
-    return 1.0, 0.5
 
 
 def _pair(batch: Any, who: str) -> tuple[Tensor, Tensor]:
@@ -66,85 +56,30 @@ def _pair(batch: Any, who: str) -> tuple[Tensor, Tensor]:
     )
 
 
-class _ImageToImageModule(GenerativeModule):
-    """Shared machinery: optimizers, module-stepped schedulers, DDP gradient averaging, finite checks, logging."""
-
-    # reused from GAN: backward outside DDP's reducer, per-net gradient all-reduce, strategy check, log cadence
-    _backward = GAN._backward
-    _average_gradients = GAN._average_gradients
-    _should_log = GAN._should_log
-    setup = GAN.setup
+class _ImageToImageModule(AdversarialModule):
+    """What pix2pix and CycleGAN share beyond the adversarial base: the papers' loss scaling and two players."""
 
     def _init_game(
         self,
         loss: Union[str, AdversarialLoss],
+        generators: list[nn.Module],
+        discriminators: list[nn.Module],
         generator_optimizer: Optional[OptimizerCallable],
         discriminator_optimizer: Optional[OptimizerCallable],
         generator_scheduler: Optional[LRSchedulerCallable],
         discriminator_scheduler: Optional[LRSchedulerCallable],
-        detect_non_finite: bool,
     ) -> None:
-        self.automatic_optimization = False
         self.loss = loss if isinstance(loss, AdversarialLoss) else get_adversarial_loss(loss)
-        self._gen_scale, self._dis_scale = _paper_scales(self.loss)
-        self._optimizer_factories = (generator_optimizer or _adam(), discriminator_optimizer or _adam())
-        self._scheduler_factories = (generator_scheduler, discriminator_scheduler)
-        self.detect_non_finite = detect_non_finite
-
-    @staticmethod
-    def _hparams_ignore(nets: list[str]) -> list[str]:
-        """Nets and callables are saved only when the CLI recorded them as config (so ``load_model`` rebuilds them)."""
-        return [] if _given_hyperparameters.get() is not None else [*nets, *_NET_AND_CALLABLE_ARGS]
-
-    def _generator_nets(self) -> list[nn.Module]:
-        raise NotImplementedError
-
-    def _discriminator_nets(self) -> list[nn.Module]:
-        raise NotImplementedError
-
-    @property
-    def generator_steps(self) -> int:
-        """Generator optimizer steps taken so far (equals ``trainer.global_step`` while fitting)."""
-        return self.trainer.global_step if self._trainer is not None else 0
-
-    def configure_optimizers(self) -> Any:
-        """One optimizer over all generator parameters (first) and one over all discriminator parameters."""
-        gen = itertools.chain(*(n.parameters() for n in self._generator_nets()))
-        dis = itertools.chain(*(n.parameters() for n in self._discriminator_nets()))
-        opt_g = self._optimizer_factories[0](gen)
-        opt_d = self._optimizer_factories[1](dis)
-        schedulers = [f(o) for f, o in zip(self._scheduler_factories, (opt_g, opt_d)) if f is not None]
-        return [opt_g, opt_d], schedulers
-
-    def _schedulers(self) -> tuple[Optional[Any], Optional[Any]]:
-        schedulers = self.lr_schedulers()
-        schedulers = [] if schedulers is None else (schedulers if isinstance(schedulers, list) else [schedulers])
-        it = iter(schedulers)
-        return tuple(next(it) if f is not None else None for f in self._scheduler_factories)  # type: ignore[return-value]
-
-    def _step(self, optimizer: Any, nets: list[nn.Module], scheduler: Optional[Any], counted: bool) -> None:
-        """Average the nets' gradients across ranks, step (``counted``: advances ``global_step``), zero, schedule."""
-        for net in nets:
-            self._average_gradients(net)
-        if counted:
-            optimizer.step()
-        else:
-            self.trainer.strategy.optimizer_step(optimizer.optimizer, closure=lambda: None, model=self)
-        optimizer.zero_grad(set_to_none=True)
-        if scheduler is not None:
-            scheduler.step()
-
-    def _check_finite(self, loss: Tensor, name: str) -> None:
-        if not self.detect_non_finite:
-            return
-        bad = not bool(torch.isfinite(loss).all())
-        if self.trainer.world_size > 1:
-            bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
-        if bad:
-            raise NonFiniteLossError(
-                f"The {name} loss of {type(self).__name__} became non-finite at generator step {self.generator_steps}; "
-                "training stopped before stepping on it. Try a lower learning rate."
-            )
+        if self.loss.needs_real_scores:
+            raise ValueError(f"{type(self).__name__} does not support the {self.loss.name!r} loss (it needs real scores "
+                             "in the generator's loss); use nonsaturating, least_squares, hinge or wasserstein")
+        # the papers' objectives: gen E[(D(G)-1)^2] or BCE; dis 0.5 * (real + fake). A half-weighted pair (LSGAN's
+        # coding, 1/2 on every term) is used as is for the discriminator and doubled for the generator.
+        self._gen_scale, self._dis_scale = (2.0, 1.0) if self.loss.half_weighted else (1.0, 0.5)
+        # one optimizer over all generators (first), one over all discriminators, as in the reference code
+        self.add_player("generator", generators, generator_optimizer or _adam(), generator_scheduler,
+                        counts_global_step=True)
+        self.add_player("discriminator", discriminators, discriminator_optimizer or _adam(), discriminator_scheduler)
 
     def _to_device(self, x: Tensor) -> Tensor:
         return torch.as_tensor(x).to(self.device)
@@ -168,6 +103,9 @@ class Pix2Pix(_ImageToImageModule):
         discriminator_optimizer: Optional[OptimizerCallable] = None,
         generator_scheduler: Optional[LRSchedulerCallable] = None,
         discriminator_scheduler: Optional[LRSchedulerCallable] = None,
+        accumulate_grad_batches: int = 1,
+        gradient_clip_val: Optional[float] = None,
+        gradient_clip_algorithm: str = "norm",
         detect_non_finite: bool = True,
     ) -> None:
         """Build pix2pix from injected nets.
@@ -181,23 +119,20 @@ class Pix2Pix(_ImageToImageModule):
             discriminator_optimizer: the same for the discriminator.
             generator_scheduler: optional LR scheduler, stepped after every generator step.
             discriminator_scheduler: optional LR scheduler, stepped after every discriminator step.
+            accumulate_grad_batches: batches accumulated into each generator and discriminator step.
+            gradient_clip_val: clip each player's gradients before its step, after unscaling (``None``: off).
+            gradient_clip_algorithm: ``norm`` or ``value``.
             detect_non_finite: stop with :class:`NonFiniteLossError` on a NaN/inf loss (one host sync per loss).
         """
-        super().__init__()
+        super().__init__(accumulate_grad_batches, gradient_clip_val, gradient_clip_algorithm, detect_non_finite)
         if l1_weight < 0:
             raise ValueError(f"l1_weight must be >= 0, got {l1_weight}")
-        self.save_hyperparameters(ignore=self._hparams_ignore(["generator", "discriminator"]))
+        self.save_init_hyperparameters(["generator", "discriminator", *_OBJECT_ARGS])
         self.generator = generator
         self.discriminator = discriminator
         self.l1_weight = float(l1_weight)
-        self._init_game(loss, generator_optimizer, discriminator_optimizer, generator_scheduler,
-                        discriminator_scheduler, detect_non_finite)
-
-    def _generator_nets(self) -> list[nn.Module]:
-        return [self.generator]
-
-    def _discriminator_nets(self) -> list[nn.Module]:
-        return [self.discriminator]
+        self._init_game(loss, [generator], [discriminator], generator_optimizer, discriminator_optimizer,
+                        generator_scheduler, discriminator_scheduler)
 
     # -- public API ---------------------------------------------------------------------------------------------
     def forward(self, a: Tensor) -> Tensor:
@@ -208,7 +143,7 @@ class Pix2Pix(_ImageToImageModule):
     def translate(self, a: Tensor) -> Tensor:
         """Translate A images to B images in eval mode without gradients (dropout off); modes are restored."""
         with eval_mode(self.generator):
-            return self.generator(self._to_device(a))
+            return full_precision(self.generator(self._to_device(a)))
 
     @torch.no_grad()
     def sample(
@@ -217,8 +152,7 @@ class Pix2Pix(_ImageToImageModule):
     ) -> Tensor:
         """Translate the ``num_samples`` A images ``a`` (the required condition); ``generator`` is unused (eval
         mode is deterministic)."""
-        if condition:
-            raise TypeError(f"Pix2Pix.sample got unexpected arguments {sorted(condition)}; pass the A images as `a`")
+        reject_unexpected_arguments(self, condition, "pass the A images as `a`")
         if a is None:
             raise TypeError("Pix2Pix.sample needs the A images to translate: sample(num_samples, a=images)")
         if a.shape[0] != num_samples:
@@ -234,20 +168,18 @@ class Pix2Pix(_ImageToImageModule):
         """The halved conditional discriminator objective on real pairs ``(a, b)`` and fake pairs ``(a, fake_b)``."""
         real_out = self.discriminator(torch.cat([a, b], 1))
         fake_out = self.discriminator(torch.cat([a, fake_b.detach()], 1))
-        return self._dis_scale * self.loss.dis(real_out, fake_out)
+        return self._dis_scale * self.loss.discriminator_loss(real_out, fake_out)
 
     def generator_loss(self, a: Tensor, b: Tensor, fake_b: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """The generator objective (adversarial + weighted L1) and its detached parts."""
-        adv = self._gen_scale * self.loss.gen(self.discriminator(torch.cat([a, fake_b], 1)))
-        l1 = l1_reconstruction_loss(fake_b, b, self.l1_weight) if self.l1_weight else fake_b.new_zeros(())
+        adv = self._gen_scale * self.loss.generator_loss(self.discriminator(torch.cat([a, fake_b], 1)))
+        l1 = l1_reconstruction_loss(fake_b.float(), b, self.l1_weight) if self.l1_weight else adv.new_zeros(())
         return adv + l1, {"loss_gen_adv": adv.detach(), "loss_gen_l1": l1.detach()}
 
     # -- training -----------------------------------------------------------------------------------------------
     def training_step(self, batch: Any, batch_idx: int) -> None:
-        """One discriminator step, then one (counted) generator step."""
+        """One discriminator step, then one (counted) generator step (each every ``accumulate_grad_batches``)."""
         a, b = _pair(batch, "Pix2Pix")
-        opt_g, opt_d = self.optimizers()
-        sched_g, sched_d = self._schedulers()
         fake_b = self.generator(a)
         if fake_b.shape != b.shape:
             raise ValueError(
@@ -255,19 +187,15 @@ class Pix2Pix(_ImageToImageModule):
                 f"{tuple(b.shape)}: set its out_channels to the B images' channels."
             )
         loss_d = self.discriminator_loss(a, b, fake_b)
-        self._check_finite(loss_d, "discriminator")
-        self._backward(loss_d)
-        self._step(opt_d, [self.discriminator], sched_d, counted=False)
-
-        with _frozen(self.discriminator):
+        self.player_backward("discriminator", loss_d)
+        self.player_step("discriminator")
+        with self.frozen("discriminator"):
             loss_g, parts = self.generator_loss(a, b, fake_b)
-            self._check_finite(loss_g, "generator")
-            self._backward(loss_g)
-        self._step(opt_g, [self.generator], sched_g, counted=True)
-
-        if self._should_log(batch_idx):
+            self.player_backward("generator", loss_g)
+        self.player_step("generator")
+        if self.should_log(batch_idx):
             logs = {"train/loss_dis": loss_d.detach(), "train/loss_gen": loss_g.detach(),
-                    **{f"train/{k}": v for k, v in parts.items()}}
+                    **{f"train/{k}": v for k, v in parts.items()}, **self.plumbing_logs()}
             self.log_dict(logs, batch_size=a.shape[0])
 
     # -- evaluation ---------------------------------------------------------------------------------------------
@@ -314,6 +242,9 @@ class CycleGAN(_ImageToImageModule):
         discriminator_optimizer: Optional[OptimizerCallable] = None,
         generator_scheduler: Optional[LRSchedulerCallable] = None,
         discriminator_scheduler: Optional[LRSchedulerCallable] = None,
+        accumulate_grad_batches: int = 1,
+        gradient_clip_val: Optional[float] = None,
+        gradient_clip_algorithm: str = "norm",
         detect_non_finite: bool = True,
     ) -> None:
         """Build CycleGAN from injected nets.
@@ -336,6 +267,9 @@ class CycleGAN(_ImageToImageModule):
             generator_scheduler: optional LR scheduler, stepped after every generator step (e.g. the paper's linear
                 decay as a ``LambdaLR``).
             discriminator_scheduler: optional LR scheduler, stepped after every discriminator step.
+            accumulate_grad_batches: batches accumulated into each generator and discriminator step.
+            gradient_clip_val: clip each player's gradients before its step, after unscaling (``None``: off).
+            gradient_clip_algorithm: ``norm`` or ``value``.
             detect_non_finite: stop with :class:`NonFiniteLossError` on a NaN/inf loss (one host sync per loss).
         """
         super().__init__()
@@ -350,9 +284,7 @@ class CycleGAN(_ImageToImageModule):
                         f"identity_weight needs generators that keep the channel count, but {name} maps {c_in} to "
                         f"{c_out} channels; set identity_weight: 0"
                     )
-        self.save_hyperparameters(
-            ignore=self._hparams_ignore(["generator_ab", "generator_ba", "discriminator_a", "discriminator_b"])
-        )
+        self.save_init_hyperparameters(["generator_ab", "generator_ba", "discriminator_a", "discriminator_b", *_OBJECT_ARGS])
         self.generator_ab = generator_ab
         self.generator_ba = generator_ba
         self.discriminator_a = discriminator_a
@@ -362,14 +294,8 @@ class CycleGAN(_ImageToImageModule):
         self.paired_validation = bool(paired_validation)
         self.pool_a = ImagePool(pool_size)  # past fake A images, G_ba(b), for discriminator_a
         self.pool_b = ImagePool(pool_size)  # past fake B images, G_ab(a), for discriminator_b
-        self._init_game(loss, generator_optimizer, discriminator_optimizer, generator_scheduler,
-                        discriminator_scheduler, detect_non_finite)
-
-    def _generator_nets(self) -> list[nn.Module]:
-        return [self.generator_ab, self.generator_ba]
-
-    def _discriminator_nets(self) -> list[nn.Module]:
-        return [self.discriminator_a, self.discriminator_b]
+        self._init_game(loss, [generator_ab, generator_ba], [discriminator_a, discriminator_b], generator_optimizer,
+                        discriminator_optimizer, generator_scheduler, discriminator_scheduler)
 
     # -- public API ---------------------------------------------------------------------------------------------
     def forward(self, a: Tensor) -> Tensor:
@@ -383,7 +309,7 @@ class CycleGAN(_ImageToImageModule):
             raise ValueError(f"direction must be 'AtoB' or 'BtoA', got {direction!r}")
         net = self.generator_ab if direction == "AtoB" else self.generator_ba
         with eval_mode(net):
-            return net(self._to_device(x))
+            return full_precision(net(self._to_device(x)))
 
     @torch.no_grad()
     def sample(
@@ -392,8 +318,7 @@ class CycleGAN(_ImageToImageModule):
     ) -> Tensor:
         """Translate the ``num_samples`` given images: ``a`` to domain B, or ``b`` to domain A (exactly one);
         ``generator`` is unused (translation is deterministic)."""
-        if condition:
-            raise TypeError(f"CycleGAN.sample got unexpected arguments {sorted(condition)}; pass `a` or `b` images")
+        reject_unexpected_arguments(self, condition, "pass `a` or `b` images")
         if (a is None) == (b is None):
             raise TypeError("CycleGAN.sample needs exactly one of `a` (translated to B) or `b` (translated to A)")
         x, direction = (a, "AtoB") if a is not None else (b, "BtoA")
@@ -413,17 +338,17 @@ class CycleGAN(_ImageToImageModule):
         """The generators' objective on one batch, its detached parts, and the fakes ``(G_ba(b), G_ab(a))``."""
         fake_b = self.generator_ab(a)
         fake_a = self.generator_ba(b)
-        adv_ab = self._gen_scale * self.loss.gen(self.discriminator_b(fake_b))
-        adv_ba = self._gen_scale * self.loss.gen(self.discriminator_a(fake_a))
-        cycle_a = cycle_consistency_loss(a, self.generator_ba(fake_b), self.cycle_weight)
-        cycle_b = cycle_consistency_loss(b, self.generator_ab(fake_a), self.cycle_weight)
+        adv_ab = self._gen_scale * self.loss.generator_loss(self.discriminator_b(fake_b))
+        adv_ba = self._gen_scale * self.loss.generator_loss(self.discriminator_a(fake_a))
+        cycle_a = cycle_consistency_loss(a, self.generator_ba(fake_b).float(), self.cycle_weight)
+        cycle_b = cycle_consistency_loss(b, self.generator_ab(fake_a).float(), self.cycle_weight)
         total = adv_ab + adv_ba + cycle_a + cycle_b
         parts = {"loss_gen_adv_ab": adv_ab.detach(), "loss_gen_adv_ba": adv_ba.detach(),
                  "loss_cycle_a": cycle_a.detach(), "loss_cycle_b": cycle_b.detach()}
         if self.identity_weight:
             weight = self.identity_weight * self.cycle_weight
-            idt_b = identity_loss(b, self.generator_ab(b), weight)
-            idt_a = identity_loss(a, self.generator_ba(a), weight)
+            idt_b = identity_loss(b, self.generator_ab(b).float(), weight)
+            idt_a = identity_loss(a, self.generator_ba(a).float(), weight)
             total = total + idt_a + idt_b
             parts.update(loss_identity_a=idt_a.detach(), loss_identity_b=idt_b.detach())
         return total, parts, (fake_a, fake_b)
@@ -432,34 +357,26 @@ class CycleGAN(_ImageToImageModule):
         self, a: Tensor, b: Tensor, fake_a: Tensor, fake_b: Tensor
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """Both discriminators' objectives, ``0.5 * (real + fake)`` each, on fakes drawn through the image pools."""
-        pooled_a = self.pool_a.query(fake_a.detach())
-        pooled_b = self.pool_b.query(fake_b.detach())
-        loss_a = self._dis_scale * self.loss.dis(self.discriminator_a(a), self.discriminator_a(pooled_a))
-        loss_b = self._dis_scale * self.loss.dis(self.discriminator_b(b), self.discriminator_b(pooled_b))
+        pooled_a = self.pool_a.query(full_precision(fake_a.detach()))
+        pooled_b = self.pool_b.query(full_precision(fake_b.detach()))
+        loss_a = self._dis_scale * self.loss.discriminator_loss(self.discriminator_a(a), self.discriminator_a(pooled_a))
+        loss_b = self._dis_scale * self.loss.discriminator_loss(self.discriminator_b(b), self.discriminator_b(pooled_b))
         return loss_a + loss_b, {"loss_dis_a": loss_a.detach(), "loss_dis_b": loss_b.detach()}
 
     # -- training -----------------------------------------------------------------------------------------------
     def training_step(self, batch: Any, batch_idx: int) -> None:
         """One (counted) generator step with the discriminators frozen, then one discriminator step on pooled fakes."""
         a, b = _pair(batch, "CycleGAN")
-        opt_g, opt_d = self.optimizers()
-        sched_g, sched_d = self._schedulers()
-        with ExitStack() as stack:
-            for net in self._discriminator_nets():
-                stack.enter_context(_frozen(net))
+        with self.frozen("discriminator"):
             loss_g, parts_g, (fake_a, fake_b) = self.generator_loss(a, b)
-            self._check_finite(loss_g, "generator")
-            self._backward(loss_g)
-        self._step(opt_g, self._generator_nets(), sched_g, counted=True)
-
+            self.player_backward("generator", loss_g)
+        self.player_step("generator")
         loss_d, parts_d = self.discriminator_loss(a, b, fake_a, fake_b)
-        self._check_finite(loss_d, "discriminator")
-        self._backward(loss_d)
-        self._step(opt_d, self._discriminator_nets(), sched_d, counted=False)
-
-        if self._should_log(batch_idx):
+        self.player_backward("discriminator", loss_d)
+        self.player_step("discriminator")
+        if self.should_log(batch_idx):
             logs = {"train/loss_gen": loss_g.detach(), "train/loss_dis": loss_d.detach(),
-                    **{f"train/{k}": v for k, v in {**parts_g, **parts_d}.items()}}
+                    **{f"train/{k}": v for k, v in {**parts_g, **parts_d}.items()}, **self.plumbing_logs()}
             self.log_dict(logs, batch_size=a.shape[0])
 
     # -- evaluation ---------------------------------------------------------------------------------------------

@@ -20,6 +20,10 @@ from lightning_gen.losses import (
     minimax_loss_gen,
     nonsaturating_loss_dis,
     nonsaturating_loss_gen,
+    relativistic_average_loss_dis,
+    relativistic_average_loss_gen,
+    relativistic_loss_dis,
+    relativistic_loss_gen,
     wasserstein_loss_dis,
     wasserstein_loss_gen,
 )
@@ -185,15 +189,74 @@ def test_get_adversarial_loss_resolves_names_and_aliases(name, kind):
     assert (loss.gen, loss.dis) == PAIRS[kind]
 
 
-def test_registry_holds_exactly_the_five_games():
+RELATIVISTIC = {"relativistic": (relativistic_loss_gen, relativistic_loss_dis),
+                "relativistic_average": (relativistic_average_loss_gen, relativistic_average_loss_dis)}
+
+
+def test_registry_holds_exactly_the_seven_games():
     """One entry per game, keyed by its canonical name."""
-    assert sorted(adv.ADVERSARIAL_LOSSES) == sorted(PAIRS)
+    assert sorted(adv.ADVERSARIAL_LOSSES) == sorted({**PAIRS, **RELATIVISTIC})
     assert all(loss.name == key for key, loss in adv.ADVERSARIAL_LOSSES.items())
 
 
 def test_get_adversarial_loss_unknown_name_lists_known_ones():
     """An unknown name raises ValueError whose message names every known loss."""
-    with pytest.raises(ValueError, match="Unknown adversarial loss 'relativistic'") as info:
-        get_adversarial_loss("relativistic")
-    for name in PAIRS:
+    with pytest.raises(ValueError, match="Unknown adversarial loss 'relativistc'") as info:
+        get_adversarial_loss("relativistc")
+    for name in {**PAIRS, **RELATIVISTIC}:
         assert name in str(info.value)
+
+
+# -- relativistic losses (Jolicoeur-Martineau 2018), hand-computed from the paper's formulas -------------------------
+R_PAIRED, F_PAIRED = np.array([-1.5, -0.25, 0.0, 0.7]), np.array([-2.0, -1.0, 0.3, 1.2])
+
+
+def _ref_relativistic(kind: str, player: str, r: np.ndarray, f: np.ndarray, target: float = 1.0) -> float:
+    def bce(p: np.ndarray, t: float) -> np.ndarray:
+        return -(t * np.log(p) + (1.0 - t) * np.log(1.0 - p))
+
+    if kind == "relativistic":  # RSGAN, eqs. 7 and 8: sigmoid(C(x_r) - C(x_f)) over pairs
+        d = _sigmoid(r - f) if player == "dis" else _sigmoid(f - r)
+        return float(np.mean(bce(d, target)))
+    # RaGAN, sec. 4.3: D(x_r) = sigmoid(C(x_r) - E C(x_f)), D(x_f) = sigmoid(C(x_f) - E C(x_r))
+    d_real, d_fake = _sigmoid(r - f.mean()), _sigmoid(f - r.mean())
+    if player == "dis":
+        return float(np.mean(bce(d_real, target)) + np.mean(bce(d_fake, 0.0)))
+    return float(np.mean(bce(d_fake, 1.0)) + np.mean(bce(d_real, 0.0)))
+
+
+@pytest.mark.parametrize("target", [1.0, 0.9])
+@pytest.mark.parametrize("kind", sorted(RELATIVISTIC))
+def test_relativistic_losses_match_hand_computation(kind, target):
+    gen, dis = RELATIVISTIC[kind]
+    r, f = torch.tensor(R_PAIRED, dtype=torch.float64), torch.tensor(F_PAIRED, dtype=torch.float64)
+    assert dis(r, f, real_target=target).item() == pytest.approx(_ref_relativistic(kind, "dis", R_PAIRED, F_PAIRED, target), rel=1e-12)
+    assert gen(f, r).item() == pytest.approx(_ref_relativistic(kind, "gen", R_PAIRED, F_PAIRED), rel=1e-12)
+
+
+def test_relativistic_average_accepts_unpaired_batches_and_rsgan_refuses_them():
+    r, f = torch.tensor(REAL), torch.tensor(FAKE)
+    expected = _ref_relativistic("relativistic_average", "dis", np.array(REAL), np.array(FAKE))
+    assert relativistic_average_loss_dis(r, f).item() == pytest.approx(expected, rel=1e-6)
+    with pytest.raises(ValueError, match="same shape"):
+        relativistic_loss_dis(r, f)
+
+
+def test_loss_attributes_say_what_a_module_needs():
+    losses = adv.ADVERSARIAL_LOSSES
+    assert {n for n, l in losses.items() if l.needs_real_scores} == {"relativistic", "relativistic_average"}
+    assert {n for n, l in losses.items() if l.estimates_wasserstein} == {"wasserstein"}
+    assert {n for n, l in losses.items() if l.half_weighted} == {"least_squares"}
+    assert {n for n, l in losses.items() if not l.smoothable} == {"wasserstein", "hinge"}
+    with pytest.raises(ValueError, match="needs the real batch's scores"):
+        losses["relativistic_average"].generator_loss(torch.zeros(3))
+    with pytest.raises(ValueError, match="label smoothing does not apply to the 'hinge' loss"):
+        losses["hinge"].discriminator_loss(torch.zeros(3), torch.zeros(3), real_target=0.9)
+
+
+def test_loss_methods_upcast_low_precision_scores_only():
+    loss = adv.ADVERSARIAL_LOSSES["nonsaturating"]
+    half = torch.tensor(REAL, dtype=torch.bfloat16)
+    assert loss.generator_loss(half).dtype == torch.float32
+    assert loss.discriminator_loss(half, half, real_target=0.9).dtype == torch.float32
+    assert loss.generator_loss(torch.tensor(REAL, dtype=torch.float64)).dtype == torch.float64

@@ -36,19 +36,42 @@ def toy_data(**kwargs) -> ToyGaussiansDataModule:
     return ToyGaussiansDataModule(**kwargs)
 
 
+def _grad_norm(optimizer: torch.optim.Optimizer) -> float:
+    params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+    return float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params])))
+
+
 class StepRecorder(L.Callback):
-    """Records the critic loss of every batch (needs ``log_every_n_steps=1``) and each optimizer step's gradient norm."""
+    """Records the critic loss of every batch (needs ``log_every_n_steps=1``), the gradient norm callbacks see
+    before each optimizer step (before clipping, as in Lightning) and, for plain SGD, the norm of the gradient each
+    step actually applied (``||theta_before - theta_after|| / lr``)."""
 
     def __init__(self) -> None:
         self.losses: list[float] = []
         self.grad_norms: list[float] = []
+        self.step_norms: list[float] = []
+        self._before: list[torch.Tensor] = []
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        def params(opt):
+            return [p for g in opt.param_groups for p in g["params"]]
+
+        def pre(opt, args, kwargs):
+            self._before = [p.detach().clone() for p in params(opt)]
+
+        def post(opt, args, kwargs):
+            delta = torch.cat([(b - p.detach()).flatten() for b, p in zip(self._before, params(opt))])
+            self.step_norms.append(float(delta.norm()) / opt.param_groups[0]["lr"])
+
+        for opt in trainer.optimizers:
+            opt.register_step_pre_hook(pre)
+            opt.register_step_post_hook(post)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.losses.append(float(trainer.callback_metrics["train/loss_dis"]))
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
-        params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
-        self.grad_norms.append(float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))))
+        self.grad_norms.append(_grad_norm(optimizer))
 
 
 def test_counters_count_generator_and_critic_steps(tiny_trainer_kwargs):
@@ -125,9 +148,10 @@ def test_gradient_clipping_bounds_every_step(tiny_trainer_kwargs):
     rec = StepRecorder()
     trainer = L.Trainer(max_steps=5, limit_val_batches=0, callbacks=[rec], log_every_n_steps=1, **tiny_trainer_kwargs)
     trainer.fit(model, toy_data())
-    assert len(rec.grad_norms) == 10
-    assert max(rec.grad_norms) <= 1e-3 * (1 + 1e-5)
-    assert min(rec.grad_norms) > 0.9e-3  # raw gradients are larger than the bound, so clipping was active
+    assert len(rec.grad_norms) == len(rec.step_norms) == 10
+    assert max(rec.step_norms) <= 1e-3 * (1 + 1e-3)  # every SGD step applied a clipped gradient
+    assert min(rec.step_norms) > 0.999e-3
+    assert min(rec.grad_norms) > 5e-3  # raw gradients (what callbacks see) are larger than the bound
 
 
 def test_sample_is_reproducible_and_shaped():
@@ -176,7 +200,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, tiny_tra
     ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_top_k=-1, every_n_epochs=1)
     kwargs = {**tiny_trainer_kwargs, "enable_checkpointing": True}
     trainer = L.Trainer(max_epochs=5, limit_val_batches=0, callbacks=[ckpt], **kwargs)
-    with pytest.raises(NonFiniteLossError, match=r"discriminator loss became nan at generator step 40.*last good checkpoint"):
+    with pytest.raises(NonFiniteLossError, match=r"discriminator loss of GAN became nan at generator step 40.*last good checkpoint is kept in"):
         trainer.fit(model, toy_data())
     saved = sorted((tmp_path / "ckpt").glob("*.ckpt"))
     assert [p.name for p in saved] == ["epoch=0-step=16.ckpt", "epoch=1-step=32.ckpt"]

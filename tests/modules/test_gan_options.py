@@ -214,3 +214,34 @@ def test_python_built_named_game_reloads_from_its_checkpoint(tmp_path, tiny_trai
     again = WGANGP.load_from_checkpoint(path, generator=MLPGenerator(2, 2, (8,)), discriminator=MLPDiscriminator(2, (8,)))
     assert again.regularizer_weight == 3.0 and again.n_critic == 2
     assert_close(again.generator_ema.module.net[0].weight, model.generator_ema.module.net[0].weight)
+
+
+def test_relativistic_average_loss_scores_the_real_batch_in_the_generator_step():
+    """RaGAN through the registered loss: the generator's loss sees the running step's real scores, and the critic's
+    loss gets label smoothing; both equal the pure functions on the same scores."""
+    from lightning_gen.losses import relativistic_average_loss_dis, relativistic_average_loss_gen
+
+    torch.manual_seed(0)
+    model = GAN(MLPGenerator(2, 2, (16,)), MLPDiscriminator(2, (16,)), loss="relativistic_average",
+                label_smoothing=0.1)
+    real, fake = torch.randn(32, 2), torch.randn(32, 2)
+    model.current_real = real
+    r, f = model.discriminator(real), model.discriminator(fake)
+    assert_close(model.generator_loss(fake), relativistic_average_loss_gen(f, r))
+    loss_d, _ = model.critic_loss(real, fake)
+    assert_close(loss_d, relativistic_average_loss_dis(r, f, real_target=0.9))
+    assert not torch.allclose(loss_d, relativistic_average_loss_dis(r, f))  # the smoothing is applied
+
+
+def test_relativistic_loss_trains_from_a_name_with_the_stabilizers(tiny_trainer_kwargs):
+    """`loss: relativistic` (RSGAN) with instance noise and R1 trains through Lightning (no subclass needed)."""
+    L.seed_everything(0)
+    data = DataLoader(TensorDataset(torch.randn(256, 2)), batch_size=32, shuffle=True)
+    model = GAN(MLPGenerator(2, 2, (16,)), MLPDiscriminator(2, (16,)), loss="rsgan", instance_noise=0.1,
+                regularizer="r1", regularizer_weight=1.0)
+    init = [p.clone() for p in model.generator.parameters()]
+    trainer = L.Trainer(max_steps=5, log_every_n_steps=1, **tiny_trainer_kwargs)
+    trainer.fit(model, data)
+    assert model.loss.name == "relativistic" and trainer.global_step == 5
+    assert torch.isfinite(trainer.callback_metrics["train/loss_gen"]) and "train/penalty" in trainer.callback_metrics
+    assert all(not torch.equal(a, p) for a, p in zip(init, model.generator.parameters()))

@@ -325,6 +325,10 @@ def test_cyclegan_ddp_two_cpu_processes_without_find_unused(tmp_path):
     params = [name for name, _ in make_cyclegan().named_parameters()]
     for name in params:  # gradients are averaged: every trained weight is identical on both ranks
         torch.testing.assert_close(a[name], b[name], rtol=0, atol=0, msg=f"{name} differs between ranks")
+    norm_stats = [n for n in a if n.startswith("discriminator") and "running_" in n]
+    assert norm_stats  # the PatchGANs' BatchNorm statistics: rank 0's are broadcast after each step
+    for name in norm_stats:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=0, msg=f"{name} differs between ranks")
     for prefix in ("generator_ab.", "generator_ba.", "discriminator_a.", "discriminator_b."):
         assert max((a[n] - init[n]).abs().max().item() for n in params if n.startswith(prefix)) > 1e-4
 

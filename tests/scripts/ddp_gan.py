@@ -1,6 +1,7 @@
 """Train a toy WGAN-GP (EMA generator, historical averaging) with `strategy="ddp"` on 2 CPU processes; each rank saves its final state.
 
-Run as a script (DDP re-launches the script for rank 1): ``python tests/scripts/ddp_gan.py OUT_DIR``.
+Run as a script (DDP re-launches the script for rank 1): ``python tests/scripts/ddp_gan.py OUT_DIR [PRECISION]``
+(``PRECISION``: a Trainer precision such as ``bf16-mixed``; default 32).
 """
 
 import os
@@ -38,7 +39,7 @@ class SaveParameters(L.Callback):
         torch.save(info, self.out / f"rank{trainer.global_rank}.pt")
 
 
-def main(out: Path) -> None:
+def main(out: Path, precision: str = "32-true") -> None:
     L.seed_everything(7)
     torch.set_num_threads(1)
     model = GAN(
@@ -60,6 +61,7 @@ def main(out: Path) -> None:
         accelerator="cpu",
         devices=2,
         strategy="ddp",
+        precision=precision,
         max_steps=12,
         logger=False,
         enable_checkpointing=False,
@@ -77,4 +79,4 @@ def main(out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    main(Path(sys.argv[1]), *sys.argv[2:3])
