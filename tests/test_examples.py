@@ -29,3 +29,11 @@ def test_load_and_sample_example_writes_reproducible_samples(tmp_path, monkeypat
     a, b = torch.load(tmp_path / "a.pt"), torch.load(tmp_path / "b.pt")
     assert a.shape == (50, 2)
     torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@pytest.mark.slow
+def test_adversarial_autoencoder_example_is_a_three_player_game(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    _run("adversarial_autoencoder.py", "--max-steps", "20", monkeypatch=monkeypatch)
+    out = capsys.readouterr().out
+    assert "steps: {'autoencoder': 20, 'discriminator': 20, 'encoder': 20}" in out and "modes_covered" in out

@@ -13,6 +13,7 @@ from typing import Callable, Iterable, Optional, Union
 import torch
 from torch import Tensor, nn
 
+from lightning_gen.noise import rand
 from lightning_gen.precision import full_precision
 
 __all__ = ["gradient_penalty", "dragan_penalty", "r1_penalty", "clip_weights_", "input_gradient_norm", "REGULARIZERS", "get_regularizer"]
@@ -24,7 +25,7 @@ Scale = Union[Tensor, float, None]
 def _per_sample_uniform(batch: int, like: Tensor, generator: Optional[torch.Generator]) -> Tensor:
     """Uniform(0, 1) numbers, one per sample, shaped to broadcast over ``like``'s trailing dimensions."""
     shape = (batch,) + (1,) * (like.dim() - 1)
-    return torch.rand(shape, device=like.device, dtype=like.dtype, generator=generator)
+    return rand(shape, generator, like.device, like.dtype)
 
 
 def input_gradient_norm(critic: Critic, x: Tensor, create_graph: bool = True, grad_scale: Scale = None) -> Tensor:
@@ -71,7 +72,7 @@ def dragan_penalty(
 ) -> Tensor:
     """DRAGAN penalty: gradient penalty around perturbed real points ``x + c * std(x) * U[0,1)`` (Kodali 2017)."""
     real = real.detach()
-    noise = torch.rand(real.shape, device=real.device, dtype=real.dtype, generator=generator)
+    noise = rand(real.shape, generator, real.device, real.dtype)
     perturbed = real + perturb_scale * real.std() * noise
     alpha = _per_sample_uniform(real.shape[0], real, generator)
     x_hat = alpha * real + (1.0 - alpha) * perturbed

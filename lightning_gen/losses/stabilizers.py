@@ -12,6 +12,8 @@ from typing import Iterable, Optional
 import torch
 from torch import Tensor
 
+from lightning_gen.noise import randn
+
 __all__ = ["feature_matching_loss", "historical_averaging_penalty", "instance_noise_std", "add_instance_noise"]
 
 
@@ -56,4 +58,4 @@ def add_instance_noise(x: Tensor, std: float, generator: Optional[torch.Generato
     """``x + std * N(0, I)``; returns ``x`` itself when ``std == 0``."""
     if std == 0:
         return x
-    return x + std * torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator)
+    return x + std * randn(x.shape, generator, x.device, x.dtype)

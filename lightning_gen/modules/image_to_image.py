@@ -272,7 +272,7 @@ class CycleGAN(_ImageToImageModule):
             gradient_clip_algorithm: ``norm`` or ``value``.
             detect_non_finite: stop with :class:`NonFiniteLossError` on a NaN/inf loss (one host sync per loss).
         """
-        super().__init__()
+        super().__init__(accumulate_grad_batches, gradient_clip_val, gradient_clip_algorithm, detect_non_finite)
         for name, value in (("cycle_weight", cycle_weight), ("identity_weight", identity_weight)):
             if value < 0:
                 raise ValueError(f"{name} must be >= 0, got {value}")

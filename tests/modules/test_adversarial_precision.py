@@ -30,6 +30,8 @@ from lightning_gen.losses import dragan_penalty, gradient_penalty, r1_penalty
 from lightning_gen.nets import DCGANDiscriminator, MLPDiscriminator, MLPGenerator
 from lightning_gen.nets.image_to_image import PatchGANDiscriminator, ResnetGenerator, UNetGenerator
 
+from .test_adversarial import AppliedStepNorms
+
 ROOT = Path(__file__).resolve().parents[2]
 PENALTIES = [gradient_penalty, dragan_penalty, r1_penalty]
 
@@ -143,26 +145,6 @@ def test_training_step_penalty_gets_the_critic_scale_and_matches_fp32(tmp_path):
 
 
 # -- clipping, overflow -------------------------------------------------------------------------------------------
-class AppliedStepNorms(L.Callback):
-    """For SGD: the norm of the gradient each optimizer step applied, ``||theta_before - theta_after|| / lr``."""
-
-    def __init__(self) -> None:
-        self.norms: list[float] = []
-
-    def on_train_start(self, trainer, pl_module) -> None:
-        for opt in trainer.optimizers:
-            params = [p for g in opt.param_groups for p in g["params"]]
-            state: dict = {}
-            opt.register_step_pre_hook(lambda o, a, k, params=params, state=state: state.update(
-                before=[p.detach().clone() for p in params]))
-
-            def post(o, a, k, params=params, state=state):
-                delta = torch.cat([(b - p.detach()).flatten() for b, p in zip(state["before"], params)])
-                self.norms.append(float(delta.norm()) / o.param_groups[0]["lr"])
-
-            opt.register_step_post_hook(post)
-
-
 def test_clipping_under_fp16_bounds_the_unscaled_gradient_norm(tmp_path):
     L.seed_everything(0)
     sgd = partial(torch.optim.SGD, lr=1e-2)
