@@ -76,11 +76,12 @@ def _critic_and_batch(kind: str):
     return DCGANDiscriminator(image_size=28, channels=1), torch.randn(32, 1, 28, 28), torch.randn(32, 1, 28, 28)
 
 
-# measured relative errors against fp32 (max over the two critics): bf16 5.0e-3, fp16 3.4e-4 with or without scaling
+# measured relative errors against fp32 (max over critics and penalties): bf16 2.9e-3, fp16 2.3e-3 with or without
+# a loss scale (2**10, 2**16)
 @pytest.mark.parametrize("penalty", PENALTIES, ids=lambda f: f.__name__)
 @pytest.mark.parametrize("kind", ["mlp", "dcgan"])
 @pytest.mark.parametrize(("dtype", "grad_scale", "rtol"), [
-    (torch.bfloat16, None, 1.5e-2), (torch.float16, None, 5e-3), (torch.float16, 2.0**16, 5e-3),
+    (torch.bfloat16, None, 1e-2), (torch.float16, None, 5e-3), (torch.float16, 2.0**16, 5e-3),
     (torch.float16, 2.0**10, 5e-3),
 ])
 def test_penalty_under_autocast_matches_fp32(penalty, kind, dtype, grad_scale, rtol):
