@@ -24,10 +24,10 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.precision import MixedPrecision
 from torch import Tensor
 
-from lightning_gen import GAN, CycleGAN, Pix2Pix
+from lightning_gen import GAN, ConditionalGAN, CycleGAN, Pix2Pix
 from lightning_gen.data import ToyGaussiansDataModule
 from lightning_gen.losses import dragan_penalty, gradient_penalty, r1_penalty
-from lightning_gen.nets import DCGANDiscriminator, MLPDiscriminator, MLPGenerator
+from lightning_gen.nets import DCGANDiscriminator, DCGANGenerator, MLPDiscriminator, MLPGenerator
 from lightning_gen.nets.image_to_image import PatchGANDiscriminator, ResnetGenerator, UNetGenerator
 
 from .test_adversarial import AppliedStepNorms
@@ -225,6 +225,15 @@ class _PairDataModule(L.LightningDataModule):
         return torch.utils.data.DataLoader(data, batch_size=8, shuffle=True)
 
 
+class _DigitsLikeDataModule(L.LightningDataModule):
+    """Random 28 px ``(images, labels)`` batches in [-1, 1] with 10 classes."""
+
+    def train_dataloader(self):
+        g = torch.Generator().manual_seed(0)
+        x = torch.rand(64, 1, 28, 28, generator=g) * 2 - 1
+        return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, torch.arange(64) % 10), batch_size=16)
+
+
 def _adam(lr: float = 2e-3):
     return partial(torch.optim.Adam, lr=lr, betas=(0.5, 0.999))
 
@@ -234,6 +243,11 @@ FAMILIES = {
     "wgan_gp": lambda: make_gan(loss="wasserstein", regularizer="gradient_penalty", n_critic=2),
     "dragan_ema": lambda: make_gan(regularizer="dragan", ema_decay=0.9),
     "ragan_smoothed": lambda: make_gan(loss="relativistic_average", label_smoothing=0.1, regularizer="r1"),
+    "cgan_dcgan_sn_hinge": lambda: ConditionalGAN(
+        DCGANGenerator(16, image_size=28, channels=1, base_channels=8, num_classes=10),
+        DCGANDiscriminator(image_size=28, channels=1, base_channels=8, num_classes=10, projection=True,
+                           spectral_norm=True),
+        loss="hinge", generator_optimizer=_adam(), discriminator_optimizer=_adam(), ema_decay=0.9),
     "pix2pix": lambda: Pix2Pix(UNetGenerator(3, 3, 8, num_downs=4), PatchGANDiscriminator(6, 8, num_layers=2),
                                generator_optimizer=_adam(), discriminator_optimizer=_adam()),
     "cyclegan": lambda: CycleGAN(ResnetGenerator(3, 3, 8, num_blocks=1), ResnetGenerator(3, 3, 8, num_blocks=1),
@@ -249,9 +263,10 @@ def test_family_trains_under_mixed_precision_and_samples_finite_values(family, p
     model = FAMILIES[family]()
     init = {k: v.clone() for k, v in model.state_dict().items()}
     image = family in ("pix2pix", "cyclegan")
-    t = trainer(tmp_path, precision, max_steps=8 if image else 30)
-    t.fit(model, _PairDataModule() if image else toy_data())
-    assert t.global_step == (8 if image else 30)
+    steps = 8 if image or family.startswith("cgan") else 30
+    t = trainer(tmp_path, precision, max_steps=steps)
+    t.fit(model, _PairDataModule() if image else _DigitsLikeDataModule() if family.startswith("cgan") else toy_data())
+    assert t.global_step == steps
     for name, p in model.named_parameters():
         assert p.dtype == torch.float32 and torch.isfinite(p).all(), name
     moved = [n for n, p in model.state_dict().items() if n in init and p.is_floating_point() and not torch.equal(p, init[n])]
@@ -259,6 +274,9 @@ def test_family_trains_under_mixed_precision_and_samples_finite_values(family, p
     if image:
         x = model.sample(4, a=_images(4, 9))
         assert x.shape == (4, 3, 16, 16)
+    elif family.startswith("cgan"):
+        x = model.sample(10, generator=torch.Generator().manual_seed(0), labels=torch.arange(10))
+        assert x.shape == (10, 1, 28, 28)
     else:
         x = model.sample(64, generator=torch.Generator().manual_seed(0))
         assert x.shape == (64, 2)
