@@ -86,7 +86,7 @@ class Player:
     ema: Optional[ExponentialMovingAverage] = None
     counts_global_step: bool = False
     steps: int = field(default=0, init=False)
-    micro_batches: int = field(default=0, init=False)
+    micro_batches: int = field(default=0, init=False)  # backpropagated since the player's last step
 
     def parameters(self) -> list[nn.Parameter]:
         """The trainable parameters of all the player's nets, in a fixed order."""
@@ -308,7 +308,7 @@ class AdversarialModule(GenerativeModule):
         at each forward), zero the gradients, scheduler step, EMA update.
         """
         player = self.players[name]
-        if player.micro_batches % self.accumulate_grad_batches:
+        if player.micro_batches < self.accumulate_grad_batches:
             return False
         self._average_gradients(player.parameters())
         optimizer = self.optimizer_of(name)
@@ -334,6 +334,7 @@ class AdversarialModule(GenerativeModule):
         if player.ema is not None:
             player.ema.update(player.nets[0])
         player.steps += 1
+        player.micro_batches = 0
         return True
 
     def on_before_optimizer_step(self, optimizer: Any) -> None:
@@ -425,7 +426,7 @@ class AdversarialModule(GenerativeModule):
             micro = {}
             if "critic_steps" in counters:
                 steps["discriminator"] = counters["critic_steps"]
-                micro["discriminator"] = counters.get("micro_batches", 0)
+                micro["discriminator"] = counters.get("micro_batches", 0) % self.accumulate_grad_batches
         for name, player in self.players.items():
             player.steps = int(steps.get(name, 0))
             player.micro_batches = int(micro.get(name, 0))
