@@ -8,6 +8,11 @@ minimizes the reconstruction error, a discriminator tells prior codes ``z ~ N(0,
 the encoder, as a generator of codes, fools it. This file holds only the game: its losses and the order of its steps.
 The same class works from YAML (``class_path: adversarial_autoencoder.AdversarialAutoencoder`` with this folder on
 ``PYTHONPATH``), under ``--trainer.precision 16-mixed`` and ``--trainer.strategy ddp`` alike.
+
+What it does on the ring (3,000 steps, 2-D codes, CPU): held-out reconstruction MSE 0.0087; decoded prior samples
+spread over all eight modes (reverse KL 0.32) but lie on a continuous curve between them, so almost none count as
+high-quality under the toy protocol's 3-std (0.03) radius. A continuous prior maps to a continuous curve; this file
+shows the API of a new family, not a recipe.
 """
 
 from __future__ import annotations
