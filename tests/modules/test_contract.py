@@ -216,3 +216,20 @@ def test_density_models_expose_log_prob(trained):
     x = next(iter(data.train_dataloader()))[0][:9]
     log_p = model.log_prob(x)
     assert log_p.shape == (9,) and torch.isfinite(log_p).all()
+
+
+def test_evaluation_steps_leave_the_global_rng_alone(trained, monkeypatch):
+    """Validation and test steps draw from seeded generators, so evaluating never shifts a training run's noise.
+
+    (Lightning's data loaders draw a seed from the global RNG whenever they are iterated; that part is not ours.)
+    """
+    name, model, _, _ = trained
+    data = _data(CASES[name].data)
+    data.setup("fit")
+    batch = next(iter(data.train_dataloader()))
+    monkeypatch.setattr(model, "log", lambda *args, **kwargs: None)
+    monkeypatch.setattr(model, "log_dict", lambda *args, **kwargs: None)
+    state = torch.get_rng_state()
+    model.validation_step(batch, 0)
+    model.test_step(batch, 1)
+    assert torch.equal(torch.get_rng_state(), state)
