@@ -35,7 +35,6 @@ never diverge), unscaled, then clipped, then stepped. Skipped steps are counted 
 
 from __future__ import annotations
 
-import os
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional, Sequence
@@ -259,15 +258,9 @@ class AdversarialModule(GenerativeModule):
             raise NonFiniteLossError(
                 f"The {name} loss of {type(self).__name__} became {value} at generator step {self.generator_steps} "
                 f"({', '.join(f'{n} steps {s}' for n, s in self.player_steps.items())}). Training stopped before "
-                f"stepping on it; {self._checkpoint_hint()} Try a lower learning rate, gradient_clip_val, or a "
+                f"stepping on it.{self._checkpoint_hint()} Try a lower learning rate, gradient_clip_val, or a "
                 "critic regularizer."
             )
-
-    def _checkpoint_hint(self) -> str:
-        folder = getattr(self.trainer.checkpoint_callback, "dirpath", None)
-        if folder and os.path.isdir(folder) and any(f.endswith(".ckpt") for f in os.listdir(folder)):
-            return f"the last good checkpoint is kept in {folder}."
-        return "no checkpoint had been written yet."
 
     @contextmanager
     def _scaling_with(self, name: str) -> Iterator[None]:

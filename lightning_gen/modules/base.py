@@ -123,6 +123,16 @@ class GenerativeModule(L.LightningModule):
             torch.manual_seed((torch.initial_seed() + 1_000_003 * self.global_rank) % 2**63)
         self._rng_restored = False
 
+    def _checkpoint_hint(self) -> str:
+        """A sentence for error messages naming where the last good checkpoint is ("" before the first one)."""
+        # name the checkpoint folder only when it holds a checkpoint: before the first save there is nothing to resume
+        callback = self.trainer.checkpoint_callback if self._trainer is not None else None
+        dirpath = getattr(callback, "dirpath", None)
+        if not dirpath or not Path(dirpath).is_dir() or not any(Path(dirpath).glob("*.ckpt")):
+            return ""
+        return (f" The last good checkpoint is in {str(dirpath)!r}: resume from it with `ckpt_path` after changing "
+                "the settings.")
+
     # -- loading ------------------------------------------------------------------------------------------------
     @classmethod
     def load(cls, checkpoint_path: Union[str, Path], map_location: Any = "cpu", **kwargs: Any) -> "GenerativeModule":
@@ -205,14 +215,6 @@ class SingleObjectiveModule(GenerativeModule):
         self.log_dict({f"train/{k}": v for k, v in logs.items()}, batch_size=data.shape[0])
         return loss
 
-    def _checkpoint_hint(self) -> str:
-        # name the checkpoint folder only when it exists: before the first save there is nothing to resume from
-        callback = self.trainer.checkpoint_callback if self._trainer is not None else None
-        dirpath = getattr(callback, "dirpath", None)
-        if not dirpath or not Path(dirpath).is_dir():
-            return ""
-        return (f" The last good checkpoint is in {str(dirpath)!r}: resume from it with `ckpt_path` after changing "
-                "the settings.")
 
     def _all_finite(self, loss: Tensor) -> bool:
         # every rank decides alike, so they all stop together instead of one waiting in the gradient all-reduce

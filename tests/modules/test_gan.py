@@ -200,7 +200,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, tiny_tra
     ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_top_k=-1, every_n_epochs=1)
     kwargs = {**tiny_trainer_kwargs, "enable_checkpointing": True}
     trainer = L.Trainer(max_epochs=5, limit_val_batches=0, callbacks=[ckpt], **kwargs)
-    with pytest.raises(NonFiniteLossError, match=r"discriminator loss of GAN became nan at generator step 40.*last good checkpoint is kept in"):
+    with pytest.raises(NonFiniteLossError, match=r"discriminator loss of GAN became nan at generator step 40.*last good checkpoint is in"):
         trainer.fit(model, toy_data())
     saved = sorted((tmp_path / "ckpt").glob("*.ckpt"))
     assert [p.name for p in saved] == ["epoch=0-step=16.ckpt", "epoch=1-step=32.ckpt"]
