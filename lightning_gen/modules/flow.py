@@ -6,7 +6,6 @@ import math
 from typing import Any, Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 

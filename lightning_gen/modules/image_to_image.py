@@ -1,15 +1,15 @@
 """Image-to-image translation with manual optimization: pix2pix (paired) and CycleGAN (unpaired).
 
 Both modules take dict batches ``{"a": (B, C, H, W), "b": (B, C, H, W)}`` in [-1, 1] (see
-:mod:`lightning_gen.data.paired`), make one generator step and one discriminator step per batch (per ``accumulate_grad_batches`` batches), and count
-``trainer.global_step`` in generator steps. They are games on
+:mod:`lightning_gen.data.paired`), make one generator step and one discriminator step per batch (per
+``accumulate_grad_batches`` batches), and count ``trainer.global_step`` in generator steps. They are games on
 :class:`~lightning_gen.modules.adversarial.AdversarialModule`, which does the plumbing: per-player DDP gradient
 averaging (a plain ``strategy: ddp`` works without ``find_unused_parameters``), gradient clipping after unscaling,
 one loss scaler per player under ``16-mixed``, accumulation, and schedulers stepped after their optimizer's step.
 
 Loss scaling follows the reference implementations: the discriminator objective is halved (pix2pix sec. 3.3,
-CycleGAN's code ``0.5 * (real + fake)``). This library's ``least_squares`` pair (``half_weighted``) already carries Mao's 1/2
-(``dis = 1/2 E[(D(x)-1)^2] + 1/2 E[D(G)^2]``, ``gen = 1/2 E[(D(G)-1)^2]``), so for it the discriminator loss is used
+CycleGAN's code ``0.5 * (real + fake)``). This library's ``least_squares`` pair (``half_weighted``) already carries
+Mao's 1/2 (``dis = 1/2 E[(D(x)-1)^2] + 1/2 E[D(G)^2]``, ``gen = 1/2 E[(D(G)-1)^2]``), so for it the discriminator loss is used
 as is and the generator's term is doubled to the papers' ``E[(D(G(x))-1)^2]``, keeping its balance against the
 L1 terms (lambda = 10 or 100) exactly as published.
 """

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-import torch
 from torch import Tensor, nn
 
 __all__ = ["make_activation", "mlp", "MLPGenerator", "MLPDiscriminator"]
