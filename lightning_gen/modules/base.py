@@ -14,6 +14,7 @@ import torch
 import torch.distributed as dist
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
 __all__ = [
@@ -115,6 +116,12 @@ class GenerativeModule(L.LightningModule):
         if len(states) == self.trainer.world_size:
             _set_rng_state(states[self.global_rank])
             self._rng_restored = True
+        else:
+            rank_zero_warn(
+                f"Resuming a checkpoint written by {len(states)} process(es) on {self.trainer.world_size}: its per-rank "
+                "random states do not map onto these ranks, so each rank starts a fresh noise stream (from the seed) "
+                "and the run will not repeat the uninterrupted one. Weights, optimizers and counters are restored."
+            )
 
     def on_train_start(self) -> None:
         """On a fresh multi-process fit, give each rank its own noise stream."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning as L
+import pytest
 import torch
 
 import lightning_gen
@@ -50,3 +51,20 @@ def test_python_built_cyclegan_checkpoint_loads_and_translates_as_before():
     x = torch.linspace(-1, 1, 2 * 3 * 16 * 16).reshape(2, 3, 16, 16)
     torch.testing.assert_close(model.translate(x), ckpt["expected_translation"], rtol=0, atol=0)
     assert int(model.pool_a.num_stored) == 4  # the image pools came back too
+
+
+def test_resuming_on_another_world_size_warns_and_trains_on(tmp_path):
+    """A checkpoint from 2 processes resumed on 1: one clear warning that the noise streams restart, then training."""
+    path = FIXTURES / "wgan_gp_toy_v0.ckpt"
+    ckpt = torch.load(path, weights_only=False)
+    ckpt["lightning_gen_rng_states"] = ckpt["lightning_gen_rng_states"] * 2  # as if written by two ranks
+    two_ranks = tmp_path / "two_ranks.ckpt"
+    torch.save(ckpt, two_ranks)
+    model = lightning_gen.load_model(path)
+    data = ToyGaussiansDataModule(mixture="ring", train_size=256, val_size=64, batch_size=64)
+    trainer = L.Trainer(accelerator="cpu", max_steps=ckpt["global_step"] + 1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                        default_root_dir=str(tmp_path))
+    with pytest.warns(UserWarning, match="written by 2 process\\(es\\) on 1: .*fresh noise stream"):
+        trainer.fit(model, data, ckpt_path=str(two_ranks))
+    assert trainer.global_step == ckpt["global_step"] + 1
