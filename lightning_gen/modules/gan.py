@@ -381,9 +381,12 @@ class GAN(AdversarialModule):
             parts["historical_averaging_dis"] = history.detach()
             loss_d = loss_d + history
         # Under a loss scaler an overflowed penalty is a scaling artefact the scaler skips; check the rest.
-        scaled_penalty = self.gradient_scale("discriminator") is not None and "penalty" in parts
-        self.check_finite(loss_d - self.regularizer_weight * parts["penalty"] if scaled_penalty else loss_d,
-                          "discriminator")
+        if self.gradient_scale("discriminator") is not None and "penalty" in parts:
+            # the loss without the penalty: the scaler skips the step when the penalty is inf
+            self.check_finite(parts["loss_dis_adv"] + (history.detach() if history is not None else 0.0),
+                              "discriminator")
+        else:
+            self.check_finite(loss_d, "discriminator")
         self.player_backward("discriminator", loss_d, check_finite=False)
         logs = {"train/loss_dis": loss_d.detach(), **{f"train/{k}": v for k, v in parts.items()}}
 

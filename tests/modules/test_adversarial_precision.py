@@ -24,7 +24,7 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.precision import MixedPrecision
 from torch import Tensor
 
-from lightning_gen import GAN, ConditionalGAN, CycleGAN, Pix2Pix
+from lightning_gen import GAN, ConditionalGAN, CycleGAN, NonFiniteLossError, Pix2Pix
 from lightning_gen.data import ToyGaussiansDataModule
 from lightning_gen.losses import dragan_penalty, gradient_penalty, r1_penalty
 from lightning_gen.nets import DCGANDiscriminator, DCGANGenerator, MLPDiscriminator, MLPGenerator
@@ -207,6 +207,36 @@ def test_forced_overflow_skips_that_players_step_is_logged_and_training_goes_on(
     with capsys.disabled():
         line = next(r for r in rows if r.get("train/skipped_steps/discriminator") == "1.0")
         print("\noverflow log line:", {k: v for k, v in line.items() if v and ("skipped" in k or "scale" in k or k == "step")})
+
+
+class OverflowingPenalty:
+    """The gradient penalty, but infinite at its ``at``-th call, as when a scaled input gradient overflows."""
+
+    def __init__(self, at: int) -> None:
+        self.at, self.calls = at, 0
+
+    def __call__(self, critic, real: Tensor, fake: Tensor, grad_scale=None) -> Tensor:
+        self.calls += 1
+        value = gradient_penalty(critic, real, fake, grad_scale=grad_scale)
+        return value * float("inf") if self.calls == self.at else value
+
+
+def test_an_overflowed_penalty_is_skipped_by_the_scaler_not_stopped_on(tmp_path):
+    skipped = []
+    for at in (0, 2):  # 0: never overflows (the control run)
+        L.seed_everything(0)
+        model = make_gan(loss="wasserstein", regularizer=OverflowingPenalty(at=at), n_critic=1)
+        trainer(tmp_path, "16-mixed", max_steps=4, scaler_kwargs={"init_scale": 2.0**8}).fit(model, toy_data())
+        skipped.append(model.skipped_steps("discriminator"))
+        assert model.critic_steps == 4 and all(torch.isfinite(p).all() for p in model.parameters())
+    assert skipped[1] == skipped[0] + 1  # exactly the overflowed step more
+
+
+def test_an_infinite_penalty_without_a_scaler_stops_training(tmp_path):
+    L.seed_everything(0)
+    model = make_gan(loss="wasserstein", regularizer=OverflowingPenalty(at=2), n_critic=1)
+    with pytest.raises(NonFiniteLossError, match="discriminator loss of GAN became inf"):
+        trainer(tmp_path, "32", max_steps=4).fit(model, toy_data())
 
 
 # -- every family trains under both mixed precisions --------------------------------------------------------------
