@@ -54,6 +54,7 @@ __all__ = ["AdversarialModule", "Player", "frozen"]
 
 _COUNTERS_KEY = "lightning_gen_counters"
 _SCALERS_KEY = "lightning_gen_grad_scalers"
+_GRADS_KEY = "lightning_gen_pending_grads"
 
 
 @contextmanager
@@ -90,6 +91,19 @@ class Player:
     def parameters(self) -> list[nn.Parameter]:
         """The trainable parameters of all the player's nets, in a fixed order."""
         return [p for net in self.nets for p in net.parameters() if p.requires_grad]
+
+
+def _world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def _gather_over_ranks(obj: Any) -> list[Any]:
+    """``[obj of rank 0, obj of rank 1, ...]`` (collective under DDP: every rank must call it)."""
+    if _world_size() == 1:
+        return [obj]
+    out: list[Any] = [None] * _world_size()
+    dist.all_gather_object(out, obj)
+    return out
 
 
 class AdversarialModule(GenerativeModule):
@@ -133,6 +147,7 @@ class AdversarialModule(GenerativeModule):
         self._scaler_states: dict[str, Any] = {}  # loaded before the scalers exist; applied when they do
         self._skipped: dict[str, Tensor] = {}
         self._stepping: Optional[Player] = None
+        self._pending_grads: Optional[dict[str, list[Optional[Tensor]]]] = None  # restored at the next epoch start
 
     # -- players ------------------------------------------------------------------------------------------------
     def add_player(
@@ -407,6 +422,11 @@ class AdversarialModule(GenerativeModule):
                 name: {"scaler": scaler.state_dict(), "skipped": float(self._skipped[name])}
                 for name, scaler in self._scalers.items()
             }
+        # gradients accumulated towards a step not yet taken (an epoch that ends inside an accumulation window)
+        grads = {name: [None if p.grad is None else p.grad.detach().cpu().clone() for p in player.parameters()]
+                 for name, player in self.players.items() if player.micro_batches}
+        if grads:  # every rank has the same counters, so all take part in the gather or none does
+            checkpoint[_GRADS_KEY] = _gather_over_ranks(grads)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Restore what :meth:`on_save_checkpoint` wrote (and the counters of checkpoints from before the players)."""
@@ -425,3 +445,16 @@ class AdversarialModule(GenerativeModule):
             player.micro_batches = int(micro.get(name, 0))
         self._scaler_states = dict(checkpoint.get(_SCALERS_KEY, {}))
         self._apply_scaler_states()
+        per_rank = checkpoint.get(_GRADS_KEY)
+        self._pending_grads = None
+        if per_rank and len(per_rank) == self.trainer.world_size and self.trainer.state.fn == "fit":
+            self._pending_grads = per_rank[self.global_rank] or None
+
+    def on_train_epoch_start(self) -> None:
+        """Also put back the gradients a resumed checkpoint had accumulated towards a step not yet taken."""
+        super().on_train_epoch_start()
+        if self._pending_grads:
+            for name, grads in self._pending_grads.items():
+                for p, g in zip(self.players[name].parameters(), grads):
+                    p.grad = None if g is None else g.to(device=p.device, dtype=p.dtype)
+        self._pending_grads = None

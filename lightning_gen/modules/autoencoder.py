@@ -214,6 +214,7 @@ class Autoencoder(_LatentVariableModule):
 
     def on_train_epoch_start(self) -> None:
         """Start a new epoch's code statistics."""
+        super().on_train_epoch_start()
         self._code_sums = None
 
     def on_train_epoch_end(self) -> None:

@@ -108,13 +108,21 @@ class GenerativeModule(L.LightningModule):
         checkpoint[_RNG_KEY] = states
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """When resuming a fit, restore this rank's RNG state (before the data loaders draw their order)."""
+        """When resuming a fit, restore this rank's RNG state (before the data loaders draw their order).
+
+        A checkpoint written at an epoch end that Lightning considers unfinished (a run stopped by ``max_steps``, or a
+        periodic ``ModelCheckpoint`` in ``on_train_epoch_end``) makes Lightning replay that epoch's end: it draws a
+        new loader iterator and one more batch. :meth:`on_train_batch_start` skips that batch, and the state is
+        restored again when the next epoch starts, so its shuffle and noise match the uninterrupted run.
+        """
         states = checkpoint.get(_RNG_KEY)
         self._rng_restored = False
+        self._rng_pending = None
         if self._trainer is None or self.trainer.state.fn != "fit" or not states:
             return
         if len(states) == self.trainer.world_size:
             _set_rng_state(states[self.global_rank])
+            self._rng_pending = states[self.global_rank]
             self._rng_restored = True
         else:
             rank_zero_warn(
@@ -122,6 +130,31 @@ class GenerativeModule(L.LightningModule):
                 "random states do not map onto these ranks, so each rank starts a fresh noise stream (from the seed) "
                 "and the run will not repeat the uninterrupted one. Weights, optimizers and counters are restored."
             )
+
+    def on_train_epoch_start(self) -> None:
+        """After a replayed epoch end (see :meth:`on_load_checkpoint`), restore the resumed RNG state once more.
+
+        Subclasses that override this hook must call ``super().on_train_epoch_start()``.
+        """
+        pending = getattr(self, "_rng_pending", None)
+        if pending is not None and getattr(self, "_replayed_epoch_end", False):
+            _set_rng_state(pending)
+            self._rng_pending = None
+        self._replayed_epoch_end = False
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> Optional[int]:
+        """Skip the batch Lightning runs past an epoch's end when resuming from a checkpoint written at that end.
+
+        Lightning 2.x restarts such an epoch, finds validation "not yet run" and trains one more batch (from a fresh
+        iterator) before ending it; returning -1 ends the epoch instead, as the uninterrupted run did. Subclasses that
+        override this hook must return ``super().on_train_batch_start(batch, batch_idx)`` when it is -1.
+        """
+        progress = self.trainer.fit_loop.epoch_loop.batch_progress.current
+        if progress.ready > self.trainer.num_training_batches:
+            self._replayed_epoch_end = True
+            return -1
+        self._rng_pending = None  # training has started from the restored state; nothing to redo
+        return None
 
     def on_train_start(self) -> None:
         """On a fresh multi-process fit, give each rank its own noise stream."""
