@@ -273,6 +273,9 @@ def run_cell(args: argparse.Namespace) -> int:
         row["reason"] = _one_line(err)
     if _rank_is_zero(trainer):
         print(ROW_MARKER + json.dumps(row), flush=True)
+    # gloo's/NCCL's worker threads can abort the interpreter's exit unless the group is destroyed first
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
     return 0
 
 

@@ -335,3 +335,6 @@ def test_cyclegan_ddp_two_cpu_processes_without_find_unused(tmp_path):
 
 if __name__ == "__main__":
     _ddp_main(Path(sys.argv[1]))
+    # gloo's worker threads can abort the interpreter's exit (SIGABRT) unless the group is destroyed first
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()

@@ -81,3 +81,6 @@ def main(out: Path) -> None:
 
 if __name__ == "__main__":
     main(Path(sys.argv[1]))
+    # gloo's worker threads can abort the interpreter's exit (SIGABRT) unless the group is destroyed first
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
