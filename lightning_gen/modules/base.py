@@ -118,6 +118,8 @@ class GenerativeModule(L.LightningModule):
         states = checkpoint.get(_RNG_KEY)
         self._rng_restored = False
         self._rng_pending = None
+        progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.batch_progress", {})
+        self._resumed_after_batch = progress.get("current", {}).get("completed")
         if self._trainer is None or self.trainer.state.fn != "fit" or not states:
             return
         if len(states) == self.trainer.world_size:
@@ -153,6 +155,15 @@ class GenerativeModule(L.LightningModule):
         if progress.ready > self.trainer.num_training_batches:
             self._replayed_epoch_end = True
             return -1
+        done = getattr(self, "_resumed_after_batch", None)
+        if getattr(self, "_rng_pending", None) is not None and done and done < self.trainer.num_training_batches:
+            # the first batch after resuming from a checkpoint written in the middle of an epoch
+            rank_zero_warn(
+                f"Resumed from a checkpoint written in the middle of an epoch (after batch {done} of "
+                f"{self.trainer.num_training_batches}): the data loaders are not resumable, so the rest of that epoch "
+                "is not replayed as it would have been and the run will not repeat the uninterrupted one exactly "
+                "(training itself is unaffected). Checkpoints written at epoch ends resume exactly."
+            )
         self._rng_pending = None  # training has started from the restored state; nothing to redo
         return None
 
