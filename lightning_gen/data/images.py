@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.v2 import functional as TF
 
+from lightning_gen.data.resumable import ResumableDataLoader
 from lightning_gen.data.toy import _already_batched, _BatchedTensorDataset
 
 __all__ = [
@@ -279,7 +280,7 @@ class ImageDataModule(L.LightningDataModule):
 
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
         batched = isinstance(dataset, _BatchedTensorDataset)
-        return DataLoader(
+        return ResumableDataLoader(
             dataset,
             batch_size=self.batch_size,
             shuffle=shuffle,

@@ -31,6 +31,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
 from lightning_gen.data.images import IMAGE_EXTENSIONS, _is_image, _random_split, _to_unit_range
+from lightning_gen.data.resumable import ResumableDataLoader
 
 __all__ = ["UnpairedImageDataModule", "PairedImageDataModule", "UnpairedSampler"]
 
@@ -256,7 +257,7 @@ class _ImageToImageDataModule(L.LightningDataModule):
             self._sets = {name: ds for name, ds in self._build_splits().items() if len(ds) > 0}
 
     def _loader(self, dataset: Dataset, shuffle: bool, sampler: Optional[Sampler] = None) -> DataLoader:
-        return DataLoader(
+        return ResumableDataLoader(
             dataset,
             batch_size=self.batch_size,
             shuffle=shuffle and sampler is None,

@@ -11,6 +11,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
+from lightning_gen.data.resumable import ResumableDataLoader
+
 __all__ = ["GaussianMixture", "make_mixture", "ToyGaussiansDataModule"]
 
 MixtureName = Literal["ring", "grid", "gaussians_1d"]
@@ -138,7 +140,7 @@ class ToyGaussiansDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         self.setup()
-        return DataLoader(
+        return ResumableDataLoader(
             self._sets[split],
             batch_size=self.batch_size,
             shuffle=shuffle,

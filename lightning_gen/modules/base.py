@@ -118,8 +118,12 @@ class GenerativeModule(L.LightningModule):
         states = checkpoint.get(_RNG_KEY)
         self._rng_restored = False
         self._rng_pending = None
-        progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.batch_progress", {})
-        self._resumed_after_batch = progress.get("current", {}).get("completed")
+        self._loaders_resume_exactly = False
+        fit_loop = checkpoint.get("loops", {}).get("fit_loop", {})
+        self._resumed_after_batch = fit_loop.get("epoch_loop.batch_progress", {}).get("current", {}).get("completed")
+        loaders = fit_loop.get("state_dict", {}).get("combined_loader") or []
+        # whether the training loaders saved a position they replay exactly (lightning_gen.data.ResumableDataLoader)
+        self._loaders_resume_exactly = bool(loaders) and all(state.get("exact", False) for state in loaders)
         if self._trainer is None or self.trainer.state.fn != "fit" or not states:
             return
         if len(states) == self.trainer.world_size:
@@ -156,7 +160,12 @@ class GenerativeModule(L.LightningModule):
             self._replayed_epoch_end = True
             return -1
         done = getattr(self, "_resumed_after_batch", None)
-        if getattr(self, "_rng_pending", None) is not None and done and done < self.trainer.num_training_batches:
+        pending = getattr(self, "_rng_pending", None)
+        if pending is not None and done and done < self.trainer.num_training_batches and self._loaders_resume_exactly:
+            # mid-epoch resume with loaders that continue the epoch: this batch is the one the uninterrupted run would
+            # have drawn next, so it gets the saved random state (the new loader iterator drew from it meanwhile)
+            _set_rng_state(pending)
+        elif pending is not None and done and done < self.trainer.num_training_batches:
             # the first batch after resuming from a checkpoint written in the middle of an epoch
             rank_zero_warn(
                 f"Resumed from a checkpoint written in the middle of an epoch (after batch {done} of "

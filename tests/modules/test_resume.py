@@ -3,8 +3,9 @@ epoch ends inside the GAN's ``n_critic`` cycle and inside its accumulation windo
 adversarial.py). Every tensor of the final state dict and of every optimizer state must be ``torch.equal`` to the
 uninterrupted run's.
 
-Mid-epoch checkpoints (``every_n_train_steps`` or time-based saves, a run stopped by ``max_steps`` inside an epoch)
-are not covered: the data loaders are not resumable yet, so those resumes reshuffle the rest of the epoch.
+Mid-epoch checkpoints (``every_n_train_steps`` saves, a run stopped by ``max_steps`` inside an epoch) resume exactly
+with this package's data modules, whose training loaders (``lightning_gen.data.ResumableDataLoader``) continue the
+epoch's permutation; with a plain ``DataLoader`` a warning says the run will not repeat.
 """
 
 from __future__ import annotations
@@ -104,19 +105,55 @@ def test_the_gan_case_really_ends_its_first_epoch_mid_cycle_with_pending_gradien
     assert sum(float(g.abs().sum()) for g in grads["discriminator"]) > 0
 
 
-def test_a_mid_epoch_resume_says_it_will_not_be_exact(tmp_path):
-    """Mid-epoch checkpoints are not exact yet (the loaders are not resumable): one warning says so."""
-    _fit("vae", tmp_path / "first", 1, max_steps=7, limit_val_batches=0)
+MID_EPOCH = ["gan_ncritic2_acc2", "vae", "ddpm_ema"]  # on lightning_gen's data modules (ResumableDataLoader)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", MID_EPOCH)
+def test_resume_from_a_mid_epoch_periodic_checkpoint_is_exact(case, tmp_path):
+    """``every_n_train_steps`` saves land inside epochs; the loader continues the epoch's permutation."""
+    steps = 12 if case.startswith("gan") else 40
+
+    def fit(root: Path, ckpt_path: str | None = None) -> L.Trainer:
+        L.seed_everything(11)
+        make_model, make_data = CASES[case]
+        trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=steps, logger=False, enable_progress_bar=False,
+                            enable_model_summary=False, limit_val_batches=0, default_root_dir=str(root),
+                            callbacks=[ModelCheckpoint(dirpath=root, save_top_k=-1, every_n_train_steps=3)])
+        trainer.fit(make_model(), make_data(), ckpt_path=ckpt_path)
+        return trainer
+
+    full = fit(tmp_path / "full")
+    ckpt = next((tmp_path / "full").glob("*-step=6.ckpt"))
+    state = torch.load(ckpt, weights_only=False)["loops"]["fit_loop"]
+    done = state["epoch_loop.batch_progress"]["current"]["completed"]
+    assert 0 < done < 15 - 1  # really in the middle of an epoch
+    resumed = fit(tmp_path / "resumed", str(ckpt))
+    _assert_same_state(full, resumed)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", MID_EPOCH)
+def test_a_clean_stop_at_any_max_steps_then_resume_is_exact(case, tmp_path):
+    stop, steps = (5, 12) if case.startswith("gan") else (7, 40)
+    full = _fit(case, tmp_path / "full", 100, max_steps=steps, limit_val_batches=0)
+    _fit(case, tmp_path / "first", 100, max_steps=stop, limit_val_batches=0)
+    ckpt = next((tmp_path / "first").glob(f"*-step={stop}.ckpt"))
+    resumed = _fit(case, tmp_path / "resumed", 100, max_steps=steps, ckpt_path=str(ckpt), limit_val_batches=0)
+    assert resumed.current_epoch == full.current_epoch
+    _assert_same_state(full, resumed)
+
+
+def test_a_mid_epoch_resume_with_a_plain_loader_says_it_will_not_be_exact(tmp_path):
+    """A user data module with a plain ``DataLoader`` cannot continue the epoch: one warning says so."""
+    _fit("cyclegan", tmp_path / "first", 1, max_steps=4, limit_val_batches=0)  # InversionDataModule: plain loaders
     (ckpt,) = sorted((tmp_path / "first").glob("*.ckpt"))
-    with pytest.warns(UserWarning, match=r"middle of an epoch \(after batch 7 of 15\).*not resumable"):
-        resumed = _fit("vae", tmp_path / "resumed", 2, ckpt_path=str(ckpt), limit_val_batches=0)
-    # Lightning took the checkpoint (written in on_train_epoch_end after the max_steps stop) for a finished epoch and
-    # went on with epoch 1: 7 + 15 steps, the rest of epoch 0 was never trained (issue 15's open part)
-    assert resumed.global_step == 7 + 15
+    with pytest.warns(UserWarning, match=r"middle of an epoch \(after batch 4 of 11\).*not resumable"):
+        _fit("cyclegan", tmp_path / "resumed", 2, max_steps=6, ckpt_path=str(ckpt), limit_val_batches=0)
 
 
 def test_an_epoch_end_resume_does_not_warn_about_the_loader(tmp_path, recwarn):
-    _fit("vae", tmp_path / "first", 1, limit_val_batches=0)
+    _fit("cyclegan", tmp_path / "first", 1, limit_val_batches=0)
     (ckpt,) = sorted((tmp_path / "first").glob("epoch=0-*.ckpt"))
-    _fit("vae", tmp_path / "resumed", 2, ckpt_path=str(ckpt), limit_val_batches=0)
+    _fit("cyclegan", tmp_path / "resumed", 2, ckpt_path=str(ckpt), limit_val_batches=0)
     assert not [w for w in recwarn if "middle of an epoch" in str(w.message)]
