@@ -76,7 +76,9 @@ class ResumableDataLoader(DataLoader):
         seed = self.sampler.epoch_seed if isinstance(self.sampler, ResumableRandomSampler) else None
         # exact: the resumed order is the uninterrupted one (other samplers, e.g. random pairings, redraw theirs)
         exact = isinstance(self.sampler, (ResumableRandomSampler, DistributedSampler, SequentialSampler))
-        return {"seed": seed, "batches": consumed, "exact": exact}
+        # a DistributedSampler's order is fixed by its epoch, which Lightning sets only after it has re-created the
+        # resumed epoch's iterator: keep it, to set it back first
+        return {"seed": seed, "batches": consumed, "exact": exact, "epoch": getattr(self.sampler, "epoch", None)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Make the next iteration continue the saved epoch after its consumed batches (an epoch already finished
@@ -89,4 +91,6 @@ class ResumableDataLoader(DataLoader):
                 return
             self.sampler.resume(state["seed"], batches * int(self.batch_size or 1))
         else:
+            if state.get("epoch") is not None and callable(getattr(self.sampler, "set_epoch", None)):
+                self.sampler.set_epoch(int(state["epoch"]))
             self._skip_batches = batches

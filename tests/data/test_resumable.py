@@ -56,6 +56,12 @@ def test_a_distributed_sampler_position_is_skipped_in_batches():
     full = [b[0].tolist() for b in loader]
     again = ResumableDataLoader(DATA, batch_size=3, sampler=DistributedSampler(DATA, num_replicas=2, rank=1,
                                                                                shuffle=True, seed=3))
-    again.load_state_dict({"seed": None, "batches": 2, "exact": True})
+    again.load_state_dict({"seed": None, "batches": 2, "exact": True, "epoch": 0})
     assert [b[0].tolist() for b in again] == full[2:]
+    sampler.set_epoch(4)  # the saved epoch is set back before iterating (Lightning sets it only afterwards)
+    epoch4 = [b[0].tolist() for b in loader]
+    third = ResumableDataLoader(DATA, batch_size=3, sampler=DistributedSampler(DATA, num_replicas=2, rank=1,
+                                                                               shuffle=True, seed=3))
+    third.load_state_dict(loader.state_dict() | {"batches": 1})
+    assert [b[0].tolist() for b in third] == epoch4[1:] and epoch4 != full
     assert loader.state_dict()["exact"] is True
