@@ -130,6 +130,8 @@ class UnpairedSampler(Sampler):
     it each iteration advances the epoch by one, so a plain loop also gets a new pairing every epoch.
     """
 
+    deterministic_per_epoch = True  # a resumed ResumableDataLoader can replay an epoch from its position
+
     def __init__(self, len_a: int, len_b: int, seed: int = 0) -> None:
         self.len_a = len_a
         self.len_b = len_b

@@ -55,10 +55,13 @@ class ResumableDataLoader(DataLoader):
         super().__init__(dataset, *args, shuffle=shuffle, **kwargs)
         self._yielded = 0
         self._skip_batches = 0
+        self._epoch: Optional[int] = None
 
     def __iter__(self) -> Iterator[Any]:
         skip, self._skip_batches = self._skip_batches, 0
         self._yielded = skip
+        # the epoch this iteration plays (samplers like UnpairedSampler advance it once iterated)
+        self._epoch = getattr(self.sampler, "epoch", None)
         iterator = super().__iter__()
         if skip and not isinstance(self.sampler, ResumableRandomSampler):
             for _ in range(skip):  # e.g. a DistributedSampler: its order is fixed by the epoch, so skip batches
@@ -74,11 +77,13 @@ class ResumableDataLoader(DataLoader):
         """The epoch's seed and the batches yielded so far (at a checkpoint, the batches training has consumed)."""
         consumed = self._yielded
         seed = self.sampler.epoch_seed if isinstance(self.sampler, ResumableRandomSampler) else None
-        # exact: the resumed order is the uninterrupted one (other samplers, e.g. random pairings, redraw theirs)
-        exact = isinstance(self.sampler, (ResumableRandomSampler, DistributedSampler, SequentialSampler))
-        # a DistributedSampler's order is fixed by its epoch, which Lightning sets only after it has re-created the
+        # exact: the resumed order is the uninterrupted one; samplers whose order is fixed by ``set_epoch`` declare
+        # ``deterministic_per_epoch`` (other samplers redraw theirs)
+        exact = isinstance(self.sampler, (ResumableRandomSampler, DistributedSampler, SequentialSampler)) or bool(
+            getattr(self.sampler, "deterministic_per_epoch", False))
+        # a per-epoch order is fixed by the sampler's epoch, which Lightning sets only after it has re-created the
         # resumed epoch's iterator: keep it, to set it back first
-        return {"seed": seed, "batches": consumed, "exact": exact, "epoch": getattr(self.sampler, "epoch", None)}
+        return {"seed": seed, "batches": consumed, "exact": exact, "epoch": self._epoch}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Make the next iteration continue the saved epoch after its consumed batches (an epoch already finished

@@ -65,3 +65,31 @@ def test_a_distributed_sampler_position_is_skipped_in_batches():
     third.load_state_dict(loader.state_dict() | {"batches": 1})
     assert [b[0].tolist() for b in third] == epoch4[1:] and epoch4 != full
     assert loader.state_dict()["exact"] is True
+
+
+def test_an_unpaired_sampler_position_resumes_its_epochs_pairing():
+    """CycleGAN's random A/B pairing is fixed by (seed, epoch): a resumed loader replays the rest of the epoch."""
+    from lightning_gen.data import UnpairedSampler
+
+    class Pairs(torch.utils.data.Dataset):
+        def __len__(self) -> int:
+            return 7
+
+        def __getitem__(self, ij: tuple[int, int]) -> torch.Tensor:
+            return torch.tensor(ij)
+
+    data = Pairs()
+
+    def loader() -> ResumableDataLoader:
+        return ResumableDataLoader(data, batch_size=1, sampler=UnpairedSampler(7, 5, seed=2))
+
+    first = loader()
+    first.sampler.set_epoch(3)
+    it = iter(first)
+    head = [next(it) for _ in range(2)]
+    state = first.state_dict()
+    rest = [b for b in it]
+    assert state["exact"] and state["epoch"] == 3 and state["batches"] == 2 and len(head + rest) == 7
+    again = loader()
+    again.load_state_dict(state)
+    assert [b.tolist() for b in again] == [b.tolist() for b in rest]
