@@ -17,8 +17,12 @@ __all__ = ["randn", "rand", "randint"]
 Device = Union[str, torch.device, None]
 
 
-def _draw_device(generator: Optional[torch.Generator], device: Device) -> Device:
-    return generator.device if generator is not None else device
+def _draw(
+    fn, shape: Sequence[int], generator: Optional[torch.Generator], device: Device, dtype: Optional[torch.dtype]
+) -> Tensor:
+    """``fn(shape)`` drawn on ``generator``'s device (when given), then moved to ``device``."""
+    x = fn(tuple(shape), generator=generator, device=generator.device if generator is not None else device, dtype=dtype)
+    return x.to(device) if device is not None else x
 
 
 def randn(
@@ -28,8 +32,7 @@ def randn(
     dtype: Optional[torch.dtype] = None,
 ) -> Tensor:
     """Standard normal numbers of ``shape`` on ``device``, drawn from ``generator`` (on its device) when given."""
-    x = torch.randn(tuple(shape), generator=generator, device=_draw_device(generator, device), dtype=dtype)
-    return x.to(device) if device is not None else x
+    return _draw(torch.randn, shape, generator, device, dtype)
 
 
 def rand(
@@ -39,13 +42,13 @@ def rand(
     dtype: Optional[torch.dtype] = None,
 ) -> Tensor:
     """Uniform [0, 1) numbers of ``shape`` on ``device``, drawn from ``generator`` (on its device) when given."""
-    x = torch.rand(tuple(shape), generator=generator, device=_draw_device(generator, device), dtype=dtype)
-    return x.to(device) if device is not None else x
+    return _draw(torch.rand, shape, generator, device, dtype)
 
 
 def randint(
     high: int, shape: Sequence[int], generator: Optional[torch.Generator] = None, device: Device = None
 ) -> Tensor:
     """Integers uniform in ``[0, high)`` of ``shape`` on ``device``, drawn from ``generator`` when given."""
-    x = torch.randint(0, high, tuple(shape), generator=generator, device=_draw_device(generator, device))
+    x = torch.randint(0, high, tuple(shape), generator=generator,
+                      device=generator.device if generator is not None else device)
     return x.to(device) if device is not None else x

@@ -18,7 +18,6 @@ from lightning_gen.metrics import (
     FeatureExtractor,
     frechet_distance,
     improved_precision_recall,
-    inception_score,
     kernel_inception_distance,
     sliced_wasserstein_distance,
 )

@@ -11,14 +11,14 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import TensorDataset
 
 import lightning_gen
 from lightning_gen.callbacks import GenerativeMetricsCallback, SampleGridCallback, ToyMetricsCallback, ToyScatterCallback
