@@ -10,12 +10,13 @@ from lightning_gen.data.images import (
     MNISTDataModule,
 )
 from lightning_gen.data.paired import PairedImageDataModule, UnpairedImageDataModule, UnpairedSampler
-from lightning_gen.data.resumable import ResumableDataLoader, ResumableRandomSampler
+from lightning_gen.data.resumable import ResumableDataLoader, ResumableRandomSampler, SeededAugmentation
 from lightning_gen.data.toy import GaussianMixture, ToyGaussiansDataModule, make_mixture
 
 __all__ = [
     "ResumableDataLoader",
     "ResumableRandomSampler",
+    "SeededAugmentation",
     "CIFAR10DataModule",
     "CelebADataModule",
     "FashionMNISTDataModule",

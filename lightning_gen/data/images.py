@@ -30,7 +30,8 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.v2 import functional as TF
 
-from lightning_gen.data.resumable import ResumableDataLoader
+from lightning_gen.data.resumable import ResumableDataLoader, SeededAugmentation
+from lightning_gen.data.root import DATA_ENV, describe_data_root, resolve_data_root
 from lightning_gen.data.toy import _already_batched, _BatchedTensorDataset
 
 __all__ = [
@@ -75,29 +76,31 @@ def _is_image(name: str) -> bool:
     return name.lower().endswith(IMAGE_EXTENSIONS)
 
 
-class _InMemoryImageDataset(_BatchedTensorDataset):
+class _InMemoryImageDataset(SeededAugmentation, _BatchedTensorDataset):
     """uint8 images ``(N, C, H, W)`` and int64 labels, converted to [-1, 1] floats a whole batch at a time."""
 
     def __init__(self, images: Tensor, labels: Tensor, hflip: bool = False) -> None:
         super().__init__(images, labels)
         self.hflip = hflip
+        self.init_augmentation()
 
-    def _finish(self, images: Tensor) -> Tensor:
+    def _finish(self, images: Tensor, indices: list[int]) -> Tensor:
         if self.hflip:
-            flip = torch.rand(images.shape[0]) < 0.5
+            with self.augmentation_rng(tuple(indices)):
+                flip = torch.rand(images.shape[0]) < 0.5
             images[flip] = images[flip].flip(-1)
         return _to_unit_range(images)
 
     def __getitems__(self, indices: list[int]) -> list[Tensor]:
         images, labels = super().__getitems__(indices)
-        return [self._finish(images), labels]
+        return [self._finish(images, indices), labels]
 
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
         images, labels = self.__getitems__([index])
         return images[0], labels[0]
 
 
-class _ImageFileDataset(Dataset):
+class _ImageFileDataset(SeededAugmentation, Dataset):
     """Image files decoded with PIL per item: ``(float image in [-1, 1], int64 label)``."""
 
     def __init__(self, paths: Sequence[str], labels: Tensor, transform: v2.Transform, mode: str) -> None:
@@ -106,6 +109,7 @@ class _ImageFileDataset(Dataset):
         self.labels = torch.as_tensor(labels, dtype=torch.long)
         self.transform = transform
         self.mode = mode
+        self.init_augmentation()
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -113,7 +117,7 @@ class _ImageFileDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
         path = str(self.paths[index])
         try:
-            with Image.open(path) as img:
+            with Image.open(path) as img, self.augmentation_rng(int(index)):
                 image = self.transform(img.convert(self.mode))
         except OSError as err:
             raise OSError(f"Could not read image {path}: {err}. Remove or replace the file.") from err
@@ -125,6 +129,8 @@ class ImageDataModule(L.LightningDataModule):
 
     Args:
         root: folder that holds the data set (the layout each subclass names; created by ``download: true``).
+            ``None`` (default): ``$LIGHTNING_GEN_DATA`` when that environment variable is set, else ``data``
+            (see :mod:`lightning_gen.data.root`); an explicit value is used as given.
         image_size: side of the square images; ``None`` takes the data set's default (28 MNIST-like, 32 CIFAR-10,
             64 CelebA and image folders). Other sizes are resized once (in-memory sets) or per item (files).
         batch_size: images per batch (train, val, test and predict).
@@ -146,7 +152,7 @@ class ImageDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        root: str = "data",
+        root: Optional[str] = None,
         image_size: Optional[int] = None,
         batch_size: int = 128,
         val_fraction: float = 0.05,
@@ -167,7 +173,8 @@ class ImageDataModule(L.LightningDataModule):
         if num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {num_workers}")
         self.save_hyperparameters(ignore=list(self._hparams_ignore))
-        self.root = Path(root).expanduser()
+        self.root = resolve_data_root(root)
+        self._root_given = root
         self.image_size = image_size
         self.batch_size = batch_size
         self.val_fraction = float(val_fraction)
@@ -204,7 +211,15 @@ class ImageDataModule(L.LightningDataModule):
         listed = "\n".join(f"  {m}" for m in missing)
         where = f"root={str(self.root)!r} ({self.root.resolve()})"
         head = problem or f"{type(self).__name__} found no data under {where}{hint}."
-        return FileNotFoundError(f"{head}\nMissing:\n{listed}\n{self._how_to_get()}")
+        return FileNotFoundError(f"{head}\nMissing:\n{listed}\n{self._how_to_get()}\n{self._where_from()}")
+
+    def _where_from(self) -> str:
+        """How the root was chosen and the two ways to point it elsewhere (``--data.root``, ``LIGHTNING_GEN_DATA``)."""
+        return (
+            f"The root: {describe_data_root(self._root_given)}. To read a copy elsewhere, pass `--data.root <folder>` "
+            f"(or `root:` under data.init_args in the YAML), or `export {DATA_ENV}=<folder>` to point every data module "
+            f"whose `root` is left out at it."
+        )
 
     def prepare_data(self) -> None:
         """Check the files are there; with ``download=True`` fetch missing ones first (once per node)."""
@@ -348,8 +363,10 @@ class _IdxDigitsDataModule(ImageDataModule):
         return (
             f"{type(self).__name__} expects the four uncompressed idx files {', '.join(self._files)} in "
             f"{self._raw.resolve()} (torchvision's layout <root>/{self._folder}/raw/). To get them, set "
-            f"`download: true` (download=True) on a machine with internet access, or copy the files (gunzipped) into "
-            f"exactly that folder, or set `root` to the folder that contains {self._folder}/raw/."
+            f"`download: true` (--data.download true, or download=True) on a machine with internet access; offline, "
+            f"run `python -c \"import torchvision; torchvision.datasets.{self._folder}('data', download=True)\"` on a "
+            f"machine with internet and copy its data/{self._folder}/raw/ files into exactly that folder, or set "
+            f"`root` to the folder that contains {self._folder}/raw/."
         )
 
     def _torchvision_class(self) -> Any:
@@ -403,9 +420,10 @@ class CIFAR10DataModule(ImageDataModule):
     def _how_to_get(self) -> str:
         return (
             f"CIFAR10DataModule expects the python-version batches {', '.join(self._files)} in "
-            f"{self._folder.resolve()}. To get them, set `download: true` (download=True) on a machine with internet "
-            f"access, or download cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html and unpack "
-            f"it into that folder's parent, or set `root` to the folder that contains cifar-10-batches-py/."
+            f"{self._folder.resolve()}. To get them, set `download: true` (--data.download true, or download=True) on "
+            f"a machine with internet access; offline, download cifar-10-python.tar.gz from "
+            f"https://www.cs.toronto.edu/~kriz/cifar.html elsewhere and run `tar -xzf cifar-10-python.tar.gz -C "
+            f"{self.root.resolve()}`, or set `root` to the folder that contains cifar-10-batches-py/."
         )
 
     def _download(self) -> None:
@@ -450,7 +468,7 @@ class CelebADataModule(ImageDataModule):
 
     def __init__(
         self,
-        root: str = "data",
+        root: Optional[str] = None,
         image_size: Optional[int] = None,
         crop_size: Optional[int] = None,
         batch_size: int = 128,
@@ -492,12 +510,12 @@ class CelebADataModule(ImageDataModule):
             f"CelebADataModule expects the aligned-and-cropped JPEGs in {celeba / 'img_align_celeba'} "
             f"(000001.jpg ... 202599.jpg) and, optionally, the official split file "
             f"{celeba / 'list_eval_partition.txt'}. "
-            f"`download: true` (download=True) tries torchvision's Google-Drive download (needs internet and the "
-            f"`gdown` package; Google Drive's daily quota often refuses it). To download manually: get "
-            f"img_align_celeba.zip and list_eval_partition.txt from https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html "
-            f"(Google Drive or Baidu links, folder 'Img' and 'Eval'), unzip the archive inside {celeba} so that "
-            f"{celeba / 'img_align_celeba' / '000001.jpg'} exists, and put list_eval_partition.txt next to it; "
-            f"or set `root` to the folder that contains celeba/."
+            f"`download: true` (--data.download true, or download=True) tries torchvision's Google-Drive download "
+            f"(needs internet and the `gdown` package; Google Drive's daily quota often refuses it). To download "
+            f"manually: get img_align_celeba.zip and list_eval_partition.txt from "
+            f"https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html (Google Drive or Baidu links, folder 'Img' and 'Eval'), "
+            f"run `unzip img_align_celeba.zip -d {celeba}` so that {celeba / 'img_align_celeba' / '000001.jpg'} "
+            f"exists, and put list_eval_partition.txt next to it; or set `root` to the folder that contains celeba/."
         )
 
     def _download(self) -> None:
@@ -552,7 +570,7 @@ class ImageFolderDataModule(ImageDataModule):
 
     def __init__(
         self,
-        root: str = "data",
+        root: Optional[str] = None,
         image_size: Optional[int] = None,
         channels: int = 3,
         class_folders: Optional[bool] = None,

@@ -12,6 +12,10 @@ the A and B images of a pair get the *same* crop window and the *same* flip.
 Splits: ``val_fraction`` of the training files (of each folder, or of the pairs) is a seeded random validation
 split. ``test_root`` (paired) or ``test_root_a``/``test_root_b`` (unpaired) name held-out folders for the test
 loader; validation falls back to them when ``val_fraction`` is 0, and the test loader falls back to the val split.
+
+Folders: ``root_a``/``root_b`` (unpaired) and ``root`` (paired) left out default to ``trainA``/``trainB`` and
+``train`` under ``$LIGHTNING_GEN_DATA`` when that environment variable is set, else under ``data``
+(:mod:`lightning_gen.data.root`); a folder given explicitly is used as given.
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
 from lightning_gen.data.images import IMAGE_EXTENSIONS, _is_image, _random_split, _to_unit_range
-from lightning_gen.data.resumable import ResumableDataLoader
+from lightning_gen.data.resumable import ResumableDataLoader, SeededAugmentation
+from lightning_gen.data.root import DATA_ENV, describe_data_root, resolve_data_root
 
 __all__ = ["UnpairedImageDataModule", "PairedImageDataModule", "UnpairedSampler"]
 
@@ -41,12 +46,18 @@ Direction = Literal["AtoB", "BtoA"]
 _EXPECTED = "/".join(IMAGE_EXTENSIONS)
 
 
-def _list_images(folder: Path, what: str) -> list[str]:
+def _root_note(root: Optional[str], argument: str) -> str:
+    """For missing-folder errors: how the folder was chosen, and that ``LIGHTNING_GEN_DATA`` moves the defaults."""
+    return (f" ({describe_data_root(root, argument)}; `--data.{argument} <folder>` sets it, and {DATA_ENV} moves "
+            f"the default folder of every argument left out)")
+
+
+def _list_images(folder: Path, what: str, note: str = "") -> list[str]:
     """Sorted image paths directly inside ``folder``; raises naming the folder when it is missing or has none."""
     if not folder.is_dir():
         raise FileNotFoundError(
             f"{what} folder {str(folder)!r} ({folder.resolve()}) does not exist. Create it and put {_EXPECTED} "
-            f"images in it, or point the argument at the folder that holds them."
+            f"images in it, or point the argument at the folder that holds them{note}."
         )
     paths = sorted(e.path for e in os.scandir(folder) if e.is_file() and _is_image(e.name))
     if not paths:
@@ -97,7 +108,7 @@ class _PairTransform:
         return out
 
 
-class _UnpairedDataset(Dataset):
+class _UnpairedDataset(SeededAugmentation, Dataset):
     """Items ``(index_a, index_b)`` -> ``{"a": image, "b": image}``, each image transformed independently."""
 
     def __init__(self, paths_a: Sequence[str], paths_b: Sequence[str], transform: _PairTransform, mode: str) -> None:
@@ -106,6 +117,7 @@ class _UnpairedDataset(Dataset):
         self.paths_b = np.asarray(paths_b, dtype=np.str_)
         self.transform = transform
         self.mode = mode
+        self.init_augmentation()
 
     def __len__(self) -> int:
         return max(len(self.paths_a), len(self.paths_b))
@@ -116,8 +128,10 @@ class _UnpairedDataset(Dataset):
             i_a, i_b = index
         else:
             i_a, i_b = int(index) % len(self.paths_a), int(index) % len(self.paths_b)
-        (a,) = self.transform(_load_uint8(str(self.paths_a[i_a]), self.mode))
-        (b,) = self.transform(_load_uint8(str(self.paths_b[i_b]), self.mode))
+        with self.augmentation_rng(("a", i_a, i_b)):
+            (a,) = self.transform(_load_uint8(str(self.paths_a[i_a]), self.mode))
+        with self.augmentation_rng(("b", i_a, i_b)):
+            (b,) = self.transform(_load_uint8(str(self.paths_b[i_b]), self.mode))
         return {"a": a, "b": b}
 
 
@@ -160,7 +174,7 @@ class UnpairedSampler(Sampler):
         return iter(pairs)
 
 
-class _PairedDataset(Dataset):
+class _PairedDataset(SeededAugmentation, Dataset):
     """Aligned pairs -> ``{"a": image, "b": image}`` with one shared crop window and flip per pair."""
 
     def __init__(
@@ -176,6 +190,7 @@ class _PairedDataset(Dataset):
         self.transform = transform
         self.mode = mode
         self.swap = swap
+        self.init_augmentation()
 
     def __len__(self) -> int:
         return len(self.items)
@@ -196,7 +211,8 @@ class _PairedDataset(Dataset):
             a, b = _load_uint8(path_a, self.mode), _load_uint8(path_b, self.mode)
         if self.swap:
             a, b = b, a
-        a, b = self.transform(a, b)
+        with self.augmentation_rng(int(index)):
+            a, b = self.transform(a, b)
         return {"a": a, "b": b}
 
 
@@ -311,8 +327,8 @@ class UnpairedImageDataModule(_ImageToImageDataModule):
 
     def __init__(
         self,
-        root_a: str = "data/trainA",
-        root_b: str = "data/trainB",
+        root_a: Optional[str] = None,
+        root_b: Optional[str] = None,
         image_size: int = 256,
         load_size: Optional[int] = None,
         flip: bool = True,
@@ -331,11 +347,13 @@ class UnpairedImageDataModule(_ImageToImageDataModule):
         if (test_root_a is None) != (test_root_b is None):
             raise ValueError("Give both test_root_a and test_root_b, or neither.")
         self.save_hyperparameters()
-        self.root_a = Path(root_a).expanduser()
-        self.root_b = Path(root_b).expanduser()
+        self.root_a = resolve_data_root(root_a, "trainA")
+        self.root_b = resolve_data_root(root_b, "trainB")
         # scanned now so that missing or empty folders fail at construction, not mid-fit
-        self._paths_a = _list_images(self.root_a, "UnpairedImageDataModule root_a (domain A)")
-        self._paths_b = _list_images(self.root_b, "UnpairedImageDataModule root_b (domain B)")
+        self._paths_a = _list_images(self.root_a, "UnpairedImageDataModule root_a (domain A)",
+                                     _root_note(root_a, "root_a"))
+        self._paths_b = _list_images(self.root_b, "UnpairedImageDataModule root_b (domain B)",
+                                     _root_note(root_b, "root_b"))
         self._test_paths: Optional[tuple[list[str], list[str]]] = None
         if test_root_a is not None and test_root_b is not None:
             self._test_paths = (
@@ -378,7 +396,7 @@ class PairedImageDataModule(_ImageToImageDataModule):
 
     def __init__(
         self,
-        root: str = "data/train",
+        root: Optional[str] = None,
         mode: PairedMode = "concatenated",
         direction: Direction = "AtoB",
         image_size: int = 256,
@@ -402,20 +420,20 @@ class PairedImageDataModule(_ImageToImageDataModule):
         if direction not in ("AtoB", "BtoA"):
             raise ValueError(f"direction must be 'AtoB' or 'BtoA', got {direction!r}")
         self.save_hyperparameters()
-        self.root = Path(root).expanduser()
+        self.root = resolve_data_root(root, "train")
         self.mode = mode
         self.direction = direction
-        self._items = self._scan(self.root, "root")
+        self._items = self._scan(self.root, "root", _root_note(root, "root"))
         self._test_items = None if test_root is None else self._scan(Path(test_root).expanduser(), "test_root")
 
-    def _scan(self, root: Path, arg: str) -> list[Union[str, tuple[str, str]]]:
+    def _scan(self, root: Path, arg: str, note: str = "") -> list[Union[str, tuple[str, str]]]:
         """Concatenated: image paths; folders: ``(path_a, path_b)`` matched by name. Raises on missing/mismatched."""
         if self.mode == "concatenated":
-            return list(_list_images(root, f"PairedImageDataModule {arg} (A|B side-by-side images)"))
+            return list(_list_images(root, f"PairedImageDataModule {arg} (A|B side-by-side images)", note))
         if not root.is_dir():
             raise FileNotFoundError(
                 f"PairedImageDataModule {arg} folder {str(root)!r} ({root.resolve()}) does not exist: "
-                f"mode='folders' expects {root}/A/ and {root}/B/ holding {_EXPECTED} images with matching names."
+                f"mode='folders' expects {root}/A/ and {root}/B/ holding {_EXPECTED} images with matching names{note}."
             )
         by_stem: dict[str, dict[str, str]] = {}
         for side in ("A", "B"):

@@ -93,3 +93,91 @@ def test_an_unpaired_sampler_position_resumes_its_epochs_pairing():
     again = loader()
     again.load_state_dict(state)
     assert [b.tolist() for b in again] == [b.tolist() for b in rest]
+
+
+def _write_pattern_folders(root) -> tuple:
+    """Two folders of 9 and 6 asymmetric 12 px RGB images (random crops and flips change every pixel pattern)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for name, n in (("A", 9), ("B", 6)):
+        (root / name).mkdir()
+        for k in range(n):
+            Image.fromarray(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)).save(root / name / f"{k}.png")
+    return root / "A", root / "B"
+
+
+def _unpaired_loader(root_a, root_b, num_workers: int = 0):
+    from lightning_gen.data import UnpairedImageDataModule
+
+    data = UnpairedImageDataModule(str(root_a), str(root_b), image_size=8, load_size=11, flip=True, batch_size=2,
+                                   num_workers=num_workers, pin_memory=False)
+    return data.train_dataloader()
+
+
+def test_augmentation_is_a_function_of_epoch_and_item_not_of_workers_or_the_global_rng(tmp_path):
+    """Crops and flips come from (epoch key, item): the same with 0 or 2 workers and whatever the global RNG holds,
+    different in another epoch, and fetching leaves the global RNG alone (so a resume can restore it exactly)."""
+    root_a, root_b = _write_pattern_folders(tmp_path)
+    loader = _unpaired_loader(root_a, root_b)
+    loader.sampler.set_epoch(3)
+    torch.manual_seed(0)
+    torch.empty((), dtype=torch.int64).random_()  # the one draw of any DataLoader iterator (its base seed)
+    expected = torch.get_rng_state()
+    torch.manual_seed(0)
+    epoch3 = [b["a"].clone() for b in loader]
+    assert torch.equal(torch.get_rng_state(), expected)
+    loader.sampler.set_epoch(3)
+    torch.manual_seed(99)
+    assert all(torch.equal(x, y) for x, y in zip(epoch3, [b["a"] for b in loader]))
+    workers = _unpaired_loader(root_a, root_b, num_workers=2)
+    workers.sampler.set_epoch(3)
+    assert all(torch.equal(x, y) for x, y in zip(epoch3, [b["a"] for b in workers]))
+    # epoch 4 re-pairs the images; the A image of each item differs by its augmentation, not only by the order
+    loader.sampler.set_epoch(4)
+    epoch4 = torch.cat([b["a"] for b in loader])
+    sorted3 = sorted(torch.cat(epoch3).flatten(1).tolist())
+    assert sorted3 != sorted(epoch4.flatten(1).tolist())
+
+
+def test_a_mid_epoch_resume_replays_the_rest_of_the_epochs_augmentation(tmp_path):
+    """The remaining batches of a resumed epoch equal the uninterrupted ones bit for bit, random crops and flips
+    included, although the global RNG differs (prefetching and workers draw nothing from it)."""
+    root_a, root_b = _write_pattern_folders(tmp_path)
+    loader = _unpaired_loader(root_a, root_b)
+    loader.sampler.set_epoch(2)
+    it = iter(loader)
+    next(it), next(it)
+    state = loader.state_dict()
+    rest = [b for b in it]
+    torch.manual_seed(1234)
+    again = _unpaired_loader(root_a, root_b, num_workers=2)
+    again.load_state_dict(state)
+    replay = list(again)
+    assert len(replay) == len(rest) == len(loader) - 2
+    for x, y in zip(rest, replay):
+        assert torch.equal(x["a"], y["a"]) and torch.equal(x["b"], y["b"])
+
+
+def test_in_memory_flips_are_keyed_by_epoch_and_batch_not_by_the_global_rng():
+    from lightning_gen.data.images import _InMemoryImageDataset
+
+    images = torch.randint(0, 256, (64, 1, 2, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    dataset = _InMemoryImageDataset(images, torch.zeros(64, dtype=torch.long), hflip=True)
+    indices = list(range(64))
+    plain = images.float() / 127.5 - 1
+
+    def flipped(out: torch.Tensor) -> torch.Tensor:
+        return (out != plain).flatten(1).any(1)
+
+    dataset.set_augmentation_key(42)
+    torch.manual_seed(0)
+    a = dataset.__getitems__(indices)[0]
+    torch.manual_seed(1)
+    b = dataset.__getitems__(indices)[0]
+    assert torch.equal(a, b)
+    assert torch.equal(a[flipped(a)], plain[flipped(a)].flip(-1))  # the flipped ones are exact mirror images
+    assert 20 <= int(flipped(a).sum()) <= 44  # about half (binomial(64, 1/2): 4 standard deviations)
+    dataset.set_augmentation_key(43)
+    assert not torch.equal(flipped(dataset.__getitems__(indices)[0]), flipped(a))
