@@ -17,6 +17,12 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 # real-feature caches and auto-trained classifiers go to a throw-away folder, never to ~/.cache
 os.environ.setdefault("LIGHTNING_GEN_CACHE", tempfile.mkdtemp(prefix="lightning_gen_test_cache_"))
+# Data: the data modules' default root is $LIGHTNING_GEN_DATA (lightning_gen/data/root.py); .ci/run points it at the
+# MNIST digits shipped beside this repository, and a plain `pytest` in this checkout finds them there too. Tests read
+# real data only through it (the `mnist_root` fixture, or recipes left at their default root) and skip without it.
+_SHIPPED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+if _SHIPPED_DATA.is_dir():
+    os.environ.setdefault("LIGHTNING_GEN_DATA", str(_SHIPPED_DATA))
 logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
 warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 warnings.filterwarnings("ignore", message=".*LeafSpec.*")
@@ -36,16 +42,24 @@ def tiny_trainer_kwargs(tmp_path):
     )
 
 
-MNIST_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 METRICS_CALLBACK = "lightning_gen.callbacks.GenerativeMetricsCallback"
+
+
+def real_mnist_root() -> Path:
+    """The folder holding ``MNIST/raw/`` for tests: ``$LIGHTNING_GEN_DATA``; skips the test when the digits are absent."""
+    from lightning_gen.data.root import DATA_ENV, default_data_root
+
+    root = default_data_root()
+    if not os.environ.get(DATA_ENV) or not (root / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file():
+        pytest.skip(f"MNIST digits not found: set {DATA_ENV} to a folder holding MNIST/raw/ (now "
+                    f"{os.environ.get(DATA_ENV)!r})")
+    return root
 
 
 @pytest.fixture
 def mnist_root() -> Path:
-    """The shipped MNIST digits' root (``../shared/data``); skips the test when they are absent."""
-    if not (MNIST_ROOT / "MNIST" / "raw").is_dir():
-        pytest.skip(f"MNIST digits not found under {MNIST_ROOT}")
-    return MNIST_ROOT
+    """The MNIST digits' root, ``$LIGHTNING_GEN_DATA``; skips the test when they are absent."""
+    return real_mnist_root()
 
 
 @pytest.fixture(scope="session")

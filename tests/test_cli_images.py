@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import pytest
@@ -14,7 +15,6 @@ import lightning_gen
 from lightning_gen.cli import GenerativeCLI, main
 
 ROOT = Path(__file__).resolve().parents[1]
-MNIST_ROOT = ROOT.parent / "shared" / "data"
 GAN_FAMILIES = {"dcgan", "cgan", "sngan", "wgan_gp"}
 # GAN image recipes; the likelihood families' recipes have their own tests (tests/modules/test_*_recipes.py)
 IMAGE_CONFIGS = sorted(
@@ -44,12 +44,12 @@ def fake_celeba(root: Path, n: int = 24) -> Path:
     return root
 
 
-def data_root(config: Path, tmp_path: Path) -> Path:
+def data_root(config: Path, tmp_path: Path, request: pytest.FixtureRequest) -> Optional[Path]:
+    """The ``--data.root`` to pass; ``None`` for MNIST, which the recipes read from ``$LIGHTNING_GEN_DATA``."""
     text = config.read_text()
     if "MNISTDataModule" in text:
-        if not (MNIST_ROOT / "MNIST" / "raw").is_dir():
-            pytest.skip(f"MNIST digits not found under {MNIST_ROOT}")
-        return MNIST_ROOT
+        request.getfixturevalue("mnist_root")  # skips when $LIGHTNING_GEN_DATA holds no digits
+        return None
     if "CIFAR10DataModule" in text:
         return fake_cifar(tmp_path / "data")
     if "CelebADataModule" in text:
@@ -57,16 +57,15 @@ def data_root(config: Path, tmp_path: Path) -> Path:
     raise AssertionError(f"no test data for {config}")
 
 
-def _quick(config: Path, root: Path, data: Path) -> list[str]:
+def _quick(config: Path, root: Path, data: Optional[Path]) -> list[str]:
     """Arguments that shrink an image recipe to a few seconds: 2 generator steps, narrow nets, small batches."""
-    return [
+    return [*([] if data is None else [f"--data.root={data}"]),
         f"--config={config}",
         f"--trainer.default_root_dir={root}",
         "--trainer.max_steps=2",
         "--trainer.limit_val_batches=1",
         "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
         f"--trainer.logger.save_dir={root}",
-        f"--data.root={data}",
         "--data.batch_size=8",
         "--data.predict_size=20",
         "--data.num_workers=0",
@@ -83,8 +82,8 @@ def test_every_image_recipe_of_the_issue_exists():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("config", IMAGE_CONFIGS, ids=lambda p: f"{p.parent.name}/{p.stem}")
-def test_image_recipe_fits_predicts_tests_and_loads(config, tmp_path, shrink_recipe_metrics):
-    data = data_root(config, tmp_path)
+def test_image_recipe_fits_predicts_tests_and_loads(config, tmp_path, shrink_recipe_metrics, request):
+    data = data_root(config, tmp_path, request)
     args = _quick(shrink_recipe_metrics(config), tmp_path, data)
     if "CelebADataModule" in config.read_text():
         args.append("--data.val_fraction=0.5")  # without a partition file test = val: 12 of the 24 fake faces

@@ -213,7 +213,12 @@ class GenerativeMetricsCallback(L.Callback):
         for key, value in dict(getattr(datamodule, "hparams", {})).items():
             if key in _KEY_IGNORED_HPARAMS:
                 continue
-            hparams[key] = str(Path(value).expanduser().resolve()) if key == "root" else repr(value)
+            # data folders by where they resolved (a left-out root follows LIGHTNING_GEN_DATA)
+            folder = getattr(datamodule, key, None)
+            if isinstance(folder, Path):
+                hparams[key] = str(folder.expanduser().resolve())
+            else:
+                hparams[key] = str(Path(value).expanduser().resolve()) if key == "root" and value else repr(value)
         assert self.extractor is not None
         description = {
             "data": f"{type(datamodule).__module__}.{type(datamodule).__qualname__}",

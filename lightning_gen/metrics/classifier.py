@@ -3,7 +3,7 @@
 Train one on the real images of a data set and save it (the features of FID/KID/precision-recall and the class
 probabilities of the Inception Score then come from it)::
 
-    python -m lightning_gen.metrics.classifier --dataset mnist --root ../shared/data \\
+    python -m lightning_gen.metrics.classifier --dataset mnist --root data \\
         --out checkpoints/mnist_classifier.pt --epochs 3 [--image_size 28] [--seed 0]
 
 It trains on the whole training split, sets the feature scale (see ``ImageClassifier``), prints the accuracy on the
@@ -113,7 +113,8 @@ def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         "real images of a data set, report its test accuracy and save it.",
     )
     parser.add_argument("--dataset", required=True, choices=sorted(CLASSIFIER_DATASETS))
-    parser.add_argument("--root", default="data", help="folder that holds the data set (as the data module's root)")
+    parser.add_argument("--root", default=None, help="folder that holds the data set (as the data module's root; "
+                        "default: $LIGHTNING_GEN_DATA, else data)")
     parser.add_argument("--out", type=Path, default=None, help="where to save (default checkpoints/<dataset>_classifier.pt)")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--image_size", type=int, default=None, help="default: the data set's own size")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import struct
 from collections import Counter
@@ -25,8 +26,8 @@ from lightning_gen.data import (
     ImageFolderDataModule,
     MNISTDataModule,
 )
+from lightning_gen.data.root import DATA_ENV, default_data_root
 
-SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 LEVEL = 1 / 127.5  # one uint8 step in [-1, 1] units
 
 
@@ -43,9 +44,11 @@ def all_batches(loader: DataLoader) -> tuple[torch.Tensor, torch.Tensor]:
 # -- real MNIST -----------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def mnist_root() -> Path:
-    if not (SHARED_DATA / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file():
-        pytest.skip(f"real MNIST digits not found under {SHARED_DATA}")
-    return SHARED_DATA
+    """The real digits' root, ``$LIGHTNING_GEN_DATA`` (set by tests/conftest.py and .ci/run); skip without them."""
+    root = default_data_root()
+    if not os.environ.get(DATA_ENV) or not (root / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file():
+        pytest.skip(f"real MNIST digits not found: set {DATA_ENV} to a folder holding MNIST/raw/")
+    return root
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ from lightning_gen.metrics.classifier import classifier_accuracy, main, train_cl
 from lightning_gen.nets import ImageClassifier, load_classifier
 
 ROOT = Path(__file__).resolve().parents[2]
-MNIST_ROOT = ROOT.parent / "shared" / "data"
 sys.path.insert(0, str(ROOT / "tests" / "scripts"))
 
 from metrics_fakes import BlobImages  # noqa: E402
@@ -45,12 +44,10 @@ def test_training_arguments_are_checked():
 
 
 @pytest.mark.slow
-def test_the_command_trains_on_the_real_digits_and_saves_a_calibrated_classifier(tmp_path, capsys):
-    if not (MNIST_ROOT / "MNIST" / "raw").is_dir():
-        pytest.skip(f"MNIST digits not found under {MNIST_ROOT}")
+def test_the_command_trains_on_the_real_digits_and_saves_a_calibrated_classifier(tmp_path, capsys, mnist_root):
     out = tmp_path / "mnist.pt"
-    accuracy = main(["--dataset", "mnist", "--root", str(MNIST_ROOT), "--out", str(out), "--epochs", "1",
-                     "--device", "cpu"])
+    # no --root: the command reads the digits from $LIGHTNING_GEN_DATA, as the data modules do
+    accuracy = main(["--dataset", "mnist", "--out", str(out), "--epochs", "1", "--device", "cpu"])
     printed = capsys.readouterr().out
     assert 0.9 < accuracy <= 1.0 and f"{100 * accuracy:.2f} %" in printed and str(out) in printed
     net = load_classifier(out)
