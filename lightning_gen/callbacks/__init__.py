@@ -1,6 +1,7 @@
 """Logger-agnostic callbacks: generative metrics (FID/KID/IS/PR), toy metrics and scatter plots, sample grids and
 interpolations, image-to-image translation grids, sample writing."""
 
+from lightning_gen.callbacks.checkpoint import PeriodicCheckpoint
 from lightning_gen.callbacks.image_logging import image_dir, log_image
 from lightning_gen.callbacks.images import (
     InterpolationCallback,
@@ -18,6 +19,7 @@ from lightning_gen.callbacks.translation import TranslationGridCallback
 __all__ = [
     "GenerativeMetricsCallback",
     "InterpolationCallback",
+    "PeriodicCheckpoint",
     "SampleGridCallback",
     "SampleWriter",
     "ToyMetricsCallback",
