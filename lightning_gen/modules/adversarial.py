@@ -273,8 +273,9 @@ class AdversarialModule(GenerativeModule):
             raise NonFiniteLossError(
                 f"The {name} loss of {type(self).__name__} became {value} at generator step {self.generator_steps} "
                 f"({', '.join(f'{n} steps {s}' for n, s in self.player_steps.items())}). Training stopped before "
-                f"stepping on it.{self._checkpoint_hint()} Try a lower learning rate, gradient_clip_val, or a "
-                "critic regularizer."
+                f"stepping on it.{self._checkpoint_hint()} Try a lower learning rate, gradient clipping "
+                "(`--model.gradient_clip_val 1.0`, i.e. `gradient_clip_val` in the model's `init_args`), or a critic "
+                "regularizer."
             )
 
     @contextmanager

@@ -19,10 +19,12 @@ from torch import Tensor
 
 __all__ = [
     "GenerativeModule", "SingleObjectiveModule", "NonFiniteLossError", "batch_data", "eval_mode", "evaluation_generator",
-    "load_model", "reject_unexpected_arguments",
+    "import_checkpoint_classes", "load_model", "read_checkpoint", "reject_unexpected_arguments", "trainer_settings",
+    "TRAINER_SETTINGS_KEY",
 ]
 
 _RNG_KEY = "lightning_gen_rng_states"
+TRAINER_SETTINGS_KEY = "lightning_gen_trainer_settings"
 
 
 def _rng_state() -> dict[str, Any]:
@@ -30,6 +32,18 @@ def _rng_state() -> dict[str, Any]:
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
+
+
+def trainer_settings(trainer: L.Trainer) -> dict[str, Any]:
+    """The trainer options that change what a training step does, as checkpoints record them (so that resuming with
+    other values can say so): gradient accumulation and clipping, and precision."""
+    algorithm = trainer.gradient_clip_algorithm
+    return {
+        "accumulate_grad_batches": trainer.accumulate_grad_batches,
+        "gradient_clip_val": trainer.gradient_clip_val,
+        "gradient_clip_algorithm": None if algorithm is None else str(getattr(algorithm, "value", algorithm)),
+        "precision": str(trainer.precision),
+    }
 
 
 def _set_rng_state(state: dict[str, Any]) -> None:
@@ -63,8 +77,12 @@ class GenerativeModule(L.LightningModule):
     """Base class of every generative model: implement ``sample``; prediction, exact resume and loading come free.
 
     Checkpoints hold each rank's random-number state, so a run resumed from a checkpoint draws the same noise
-    and data order as the uninterrupted run would have.
+    and data order as the uninterrupted run would have. ``translates_inputs``: ``predict_step`` maps the data
+    module's inputs (image-to-image models) instead of drawing one sample per index, so ``predict`` needs their
+    ``predict_dataloader``.
     """
+
+    translates_inputs: bool = False
 
     def __init__(self) -> None:
         super().__init__()
@@ -98,7 +116,8 @@ class GenerativeModule(L.LightningModule):
 
     # -- exact resume -------------------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Store every rank's RNG state (collective under DDP: all ranks take part in checkpointing)."""
+        """Store every rank's RNG state (collective under DDP: all ranks take part in checkpointing) and the trainer's
+        :func:`trainer_settings`."""
         state = _rng_state()
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             states: list[Any] = [None] * dist.get_world_size()
@@ -106,6 +125,8 @@ class GenerativeModule(L.LightningModule):
         else:
             states = [state]
         checkpoint[_RNG_KEY] = states
+        if self._trainer is not None:
+            checkpoint[TRAINER_SETTINGS_KEY] = trainer_settings(self.trainer)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """When resuming a fit, restore this rank's RNG state (before the data loaders draw their order).
@@ -269,7 +290,8 @@ class SingleObjectiveModule(GenerativeModule):
             raise NonFiniteLossError(
                 f"{type(self).__name__}: the training loss is {float(loss.detach())} at step {self.global_step} (batch "
                 f"{batch_idx}), before any optimizer step on it; lower the learning rate or enable gradient clipping "
-                f"(`trainer.gradient_clip_val`), and check the data for NaN/inf.{self._checkpoint_hint()} "
+                f"(`--trainer.gradient_clip_val 1.0`, i.e. `gradient_clip_val` under `trainer:`), and check the data "
+                f"for NaN/inf.{self._checkpoint_hint()} "
                 "(`detect_non_finite=False` turns this check off.)"
             )
         self.log_dict({f"train/{k}": v for k, v in logs.items()}, batch_size=data.shape[0])
@@ -291,6 +313,61 @@ class SingleObjectiveModule(GenerativeModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self._scheduler_factory(optimizer), "interval": "step"}}
 
 
+def read_checkpoint(checkpoint_path: Union[str, Path]) -> dict[str, Any]:
+    """The checkpoint's contents (tensors on the CPU); a missing, truncated or foreign file raises an error naming it."""
+    path = Path(checkpoint_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No checkpoint at {str(path)!r}.")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises RuntimeError, EOFError, UnpicklingError... depending on the damage
+        text = str(err).strip()
+        reason = text.splitlines()[0].split(". ")[0] if text else type(err).__name__
+        raise RuntimeError(
+            f"Cannot read the checkpoint {str(path)!r} ({reason}). The file is truncated (e.g. a run killed while "
+            "saving it) or not a Lightning checkpoint: use another one, e.g. an earlier checkpoint in the same folder."
+        ) from err
+    if not isinstance(checkpoint, dict):
+        raise RuntimeError(f"{str(path)!r} is not a Lightning checkpoint (it holds a {type(checkpoint).__name__}).")
+    return checkpoint
+
+
+def import_checkpoint_classes(hparams: dict[str, Any], checkpoint_path: Union[str, Path]) -> Optional[type]:
+    """Import every class a checkpoint's hyperparameters name (``_class_path`` and nested ``class_path``) and return
+    the model class (``None`` when none is recorded); a class that cannot be imported raises an ``ImportError``
+    naming the file, the setting, the class and what to do."""
+
+    def load(class_path: str, where: str) -> Any:
+        module_name, _, class_name = class_path.rpartition(".")
+        top = module_name.split(".")[0]
+        fix = (f"install the package that provides it, or run from the folder that holds {top}.py or {top}/ (or add "
+               "that folder to PYTHONPATH)" if module_name != "__main__" else
+               "it was defined in a script: move it into a module you can import, or define it before loading")
+        start = f"The checkpoint {str(checkpoint_path)!r} names the class {class_path!r} (for {where}), but"
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as err:
+            raise ModuleNotFoundError(f"{start} its module cannot be imported ({err}): {fix}.", name=err.name) from None
+        if not hasattr(module, class_name):
+            raise ImportError(f"{start} module {module_name!r} has no {class_name!r}: {fix}.", name=module_name)
+        return getattr(module, class_name)
+
+    def walk(node: Any, where: str) -> None:
+        if isinstance(node, dict):
+            if isinstance(node.get("class_path"), str):
+                load(node["class_path"], where)
+            for key, value in node.items():
+                walk(value, f"{where}.{key}" if key not in ("init_args", "dict_kwargs") else where)
+        elif isinstance(node, (list, tuple)):
+            for item in node:
+                walk(item, where)
+
+    for key, value in hparams.items():
+        walk(value, f"model.{key}")
+    class_path = hparams.get("_class_path")
+    return load(class_path, "model") if isinstance(class_path, str) else None
+
+
 def load_model(
     checkpoint_path: Union[str, Path],
     map_location: Any = "cpu",
@@ -300,22 +377,27 @@ def load_model(
     """Rebuild a trained generative module (nets included) from a checkpoint written by ``lightning-gen fit``.
 
     Checkpoints of modules built in Python (not by the CLI) do not record how to build their nets: load those with
-    ``TheClass.load_from_checkpoint(path, generator=..., discriminator=...)``.
+    ``TheClass.load_from_checkpoint(path, generator=..., discriminator=...)``. Errors name the file, and a class that
+    cannot be imported is named with its module.
     """
     path = Path(checkpoint_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"No checkpoint at {str(path)!r}.")
-    hparams = torch.load(path, map_location="cpu", weights_only=True).get("hyper_parameters", {})
-    class_path = hparams.get("_class_path")
-    if class_path is None:
+    hparams = read_checkpoint(path).get("hyper_parameters", {})
+    model_cls = import_checkpoint_classes(hparams, path)
+    if model_cls is None:
         if expected is GenerativeModule:
             raise ValueError(
                 f"{str(path)!r} does not record its model class (it was not written by `lightning-gen fit`). Load it "
                 "with `TheModuleClass.load_from_checkpoint(path, generator=..., discriminator=...)`, passing the nets."
             )
-        return expected.load_from_checkpoint(path, map_location=map_location, **kwargs)
-    module_name, _, class_name = class_path.rpartition(".")
-    model_cls = getattr(importlib.import_module(module_name), class_name)
-    if not (isinstance(model_cls, type) and issubclass(model_cls, expected)):
-        raise TypeError(f"{str(path)!r} holds a {class_path}, which is not a {expected.__name__}.")
-    return model_cls.load_from_checkpoint(path, map_location=map_location, **kwargs)
+        model_cls = expected
+    elif not (isinstance(model_cls, type) and issubclass(model_cls, expected)):
+        raise TypeError(f"{str(path)!r} holds a {hparams['_class_path']}, which is not a {expected.__name__}.")
+    try:
+        return model_cls.load_from_checkpoint(path, map_location=map_location, **kwargs)
+    except Exception as err:
+        message = f"Loading {model_cls.__name__} from {str(path)!r} failed: {err}"
+        try:  # keep the error's type (callers may catch TypeError, RuntimeError, ...), now naming the file
+            named = type(err)(message)
+        except Exception:
+            named = RuntimeError(message)
+        raise named from err

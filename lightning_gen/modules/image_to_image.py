@@ -59,6 +59,8 @@ def _pair(batch: Any, who: str) -> tuple[Tensor, Tensor]:
 class _ImageToImageModule(AdversarialModule):
     """What pix2pix and CycleGAN share beyond the adversarial base: the papers' loss scaling and two players."""
 
+    translates_inputs = True  # predict_step translates the data module's images; there is nothing to draw from noise
+
     def _init_game(
         self,
         loss: Union[str, AdversarialLoss],
