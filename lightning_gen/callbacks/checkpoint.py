@@ -16,7 +16,9 @@ from datetime import timedelta
 from typing import Any, Callable, Literal, Optional, Union
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from torch import Tensor
 
 __all__ = ["PeriodicCheckpoint"]
 
@@ -81,6 +83,13 @@ class PeriodicCheckpoint(ModelCheckpoint):
             monitor=self.monitor, mode=self.mode, every_n_epochs=self._every_n_epochs,
             every_n_train_steps=self.every_n_train_steps, train_time_interval=self.train_time_interval,
         )
+
+    def _monitor_candidates(self, trainer: L.Trainer) -> dict[str, Tensor]:
+        # file names use the trainer's own step: a logged "step" value (the loggers' x-axis) is only as fresh as the
+        # last logged batch, and Lightning would take it over global_step
+        candidates = super()._monitor_candidates(trainer)
+        candidates["step"] = torch.tensor(trainer.global_step)
+        return candidates
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Start the clock; a resumed run does not save again at the step it resumed from."""

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Iterator, Optional, Sequence
 
 import torch
@@ -49,6 +50,7 @@ from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
 from lightning_gen.modules.base import GenerativeModule, NonFiniteLossError
 from lightning_gen.nets.ema import ExponentialMovingAverage
+from lightning_gen.schedulers import fit_schedule_to_run, steps_in_run
 
 __all__ = ["AdversarialModule", "Player", "frozen"]
 
@@ -200,6 +202,35 @@ class AdversarialModule(GenerativeModule):
         schedulers = schedulers if isinstance(schedulers, list) else [schedulers]
         index = [n for n, p in self.players.items() if p.scheduler is not None].index(name)
         return schedulers[index]
+
+    def steps_per_generator_step(self, name: str) -> int:
+        """Steps player ``name`` takes per generator step: 1 here (GAN's discriminator: ``n_critic``).
+
+        Games whose players step at other rates override it; schedules that follow the run
+        (:mod:`lightning_gen.schedulers`) give the player ``max_steps`` times this many steps.
+        """
+        return 1
+
+    def steps_in_run(self, name: str) -> int:
+        """Steps player ``name`` takes over the whole fit: from the trainer's ``max_steps`` (generator steps) and
+        ``max_epochs`` (each training batch being one micro-batch of the player that steps most often)."""
+        if self._trainer is None:
+            raise RuntimeError(f"{type(self).__name__}.steps_in_run needs the trainer: call it while fitting")
+        per_generator_step = {n: self.steps_per_generator_step(n) for n in self.players}
+        return steps_in_run(
+            self.trainer.max_steps, self.trainer.max_epochs, self.trainer.num_training_batches,
+            batches_per_generator_step=self.accumulate_grad_batches * max(per_generator_step.values()),
+            steps_per_generator_step=per_generator_step[name],
+        )
+
+    def on_train_start(self) -> None:
+        """Also give each player's schedule that follows the run its length, :meth:`steps_in_run` (after the data
+        is set up and any checkpoint restored, so an extended ``max_steps`` stretches a resumed schedule)."""
+        super().on_train_start()
+        for name, player in self.players.items():
+            if player.scheduler is not None:
+                fit_schedule_to_run(self.scheduler_of(name), partial(self.steps_in_run, name),
+                                    f"{type(self).__name__}'s {name} scheduler")
 
     @contextmanager
     def frozen(self, *names: str) -> Iterator[None]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import math
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
@@ -16,6 +17,8 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
+
+from lightning_gen.schedulers import fit_schedule_to_run
 
 __all__ = [
     "GenerativeModule", "SingleObjectiveModule", "NonFiniteLossError", "batch_data", "eval_mode", "evaluation_generator",
@@ -304,6 +307,26 @@ class SingleObjectiveModule(GenerativeModule):
         if self._trainer is not None and self.trainer.world_size > 1:
             finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
         return finite
+
+    def steps_in_run(self) -> int:
+        """Optimizer steps over the whole fit: Lightning's ``estimated_stepping_batches`` (``max_steps``, or
+        ``max_epochs`` x batches per epoch / ``accumulate_grad_batches``, whichever ends the run first)."""
+        if self._trainer is None:
+            raise RuntimeError(f"{type(self).__name__}.steps_in_run needs the trainer: call it while fitting")
+        total = self.trainer.estimated_stepping_batches
+        if not math.isfinite(total) or total < 1:
+            raise ValueError(
+                f"the run has no set length (max_steps={self.trainer.max_steps}, max_epochs={self.trainer.max_epochs}): "
+                "set `--trainer.max_steps` or `--trainer.max_epochs`, or give the schedule its length"
+            )
+        return int(total)
+
+    def on_train_start(self) -> None:
+        """Also give a schedule that follows the run (:mod:`lightning_gen.schedulers`) its length,
+        :meth:`steps_in_run`, once the data is set up and any checkpoint restored."""
+        super().on_train_start()
+        if self._scheduler_factory is not None:
+            fit_schedule_to_run(self.lr_schedulers(), self.steps_in_run, f"{type(self).__name__}'s scheduler")
 
     def configure_optimizers(self) -> Any:
         """One optimizer over all trainable parameters; the scheduler (if any) steps after every optimizer step."""

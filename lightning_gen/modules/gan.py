@@ -207,6 +207,10 @@ class GAN(AdversarialModule):
         self.current_real: Optional[Tensor] = None  # the real micro-batch of the running training step
 
     # -- public API ---------------------------------------------------------------------------------------------
+    def steps_per_generator_step(self, name: str) -> int:
+        """The discriminator steps ``n_critic`` times per generator step, the generator once."""
+        return self.n_critic if name == "discriminator" else 1
+
     @property
     def latent_dim(self) -> int:
         """Size of the generator's noise vector."""

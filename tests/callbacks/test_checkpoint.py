@@ -33,9 +33,10 @@ def _fit(make_model, root: Path, callback: PeriodicCheckpoint, max_steps: int, c
          copies: dict[int, Path] | None = None) -> tuple[L.Trainer, list[tuple[str, int, str]]]:
     """Fit on 40 batches an epoch; returns the trainer and every save as (file name, global step, hook)."""
     L.seed_everything(3)
+    # log_every_n_steps 3: a logged "step" value lags the trainer's; file names must still say the real step
     trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=max_steps, logger=False, enable_progress_bar=False,
                         enable_model_summary=False, limit_val_batches=0, default_root_dir=str(root),
-                        callbacks=[callback])
+                        log_every_n_steps=3, callbacks=[callback])
     saves: list[tuple[str, int, str]] = []
     save = trainer.save_checkpoint
 
