@@ -1,6 +1,6 @@
 """A new adversarial family in one file: the adversarial autoencoder (Makhzani et al. 2016) on AdversarialModule.
 
-    python examples/adversarial_autoencoder.py --max-steps 2000
+    python examples/adversarial_autoencoder.py            # 2,000 steps; --max-steps N to change
 
 Three players share the plumbing of :class:`lightning_gen.AdversarialModule` (DDP averaging, accumulation,
 clipping, one loss scaler each under ``16-mixed``, counters, checkpoints): the autoencoder (encoder + decoder)
@@ -9,10 +9,14 @@ the encoder, as a generator of codes, fools it. This file holds only the game: i
 The same class works from YAML (``class_path: adversarial_autoencoder.AdversarialAutoencoder`` with this folder on
 ``PYTHONPATH``), under ``--trainer.precision 16-mixed`` and ``--trainer.strategy ddp`` alike.
 
-What it does on the ring (3,000 steps, 2-D codes, CPU): held-out reconstruction MSE 0.0087; decoded prior samples
-spread over all eight modes (reverse KL 0.32) but lie on a continuous curve between them, so almost none count as
-high-quality under the toy protocol's 3-std (0.03) radius. A continuous prior maps to a continuous curve; this file
-shows the API of a new family, not a recipe.
+What to expect on the 8-mode ring at the defaults (2,000 steps, 2-D codes; 25 s on one CPU thread): the autoencoder
+reconstructs held-out points closely (MSE below 0.02; measured 0.0021 with seed 0, 0.0075 with seed 1), and decoded
+prior samples spread over the whole ring (reverse KL between 0.1 and 1, where 0 means all eight modes evenly and
+ln 8 = 2.08 one mode; measured 0.43 and 0.59). But they lie on a continuous curve through and between the modes, so
+almost none fall within the toy protocol's 3-std (0.03) radius of a mode: ``modes_covered`` stays at 0 or 1 and
+``hq_percent`` below 5 (measured 0 and 0.56, 0 and 0.76). A continuous prior decodes onto a continuous curve; this
+file shows the API of a new family, not a mode-covering recipe. The script prints these expectations next to what
+it got.
 """
 
 from __future__ import annotations
@@ -91,13 +95,28 @@ class AdversarialAutoencoder(AdversarialModule):
             return full_precision(self.decoder(z))
 
 
+# What the defaults give (see the module docstring): (name, low, high) of each figure the script prints.
+EXPECTED = (("reconstruction MSE", 0.0, 0.02), ("reverse KL", 0.1, 1.0), ("modes_covered", 0, 1),
+            ("hq_percent", 0.0, 5.0))
+
+
+def report(figures: dict[str, float], max_steps: int) -> str:
+    """The figures next to what the defaults should give, and whether each is in its expected range."""
+    lines = [f"after {max_steps} steps (the expected ranges are those of the default 2000 steps):"]
+    for name, low, high in EXPECTED:
+        verdict = "ok" if low <= figures[name] <= high else "OUTSIDE"
+        lines.append(f"  {name:<20} {figures[name]:<8.4g}  expected {low:g} to {high:g}   {verdict}")
+    return "\n".join(lines)
+
+
 def main() -> None:
-    """Train on the 8-mode ring and print the toy metrics of decoded prior samples."""
+    """Train on the 8-mode ring and print the reconstruction error and toy metrics of decoded prior samples."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max-steps", type=int, default=2000)
     parser.add_argument("--precision", default="32-true")
+    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    L.seed_everything(0)
+    L.seed_everything(args.seed)
     model = AdversarialAutoencoder(MLPEncoder(2, 2, (128, 128), activation="relu"),
                                    MLPDecoder(2, 2, (128, 128), activation="relu"), MLPDiscriminator(2, (128, 128)))
     metrics = ToyMetricsCallback()
@@ -105,8 +124,11 @@ def main() -> None:
                         enable_checkpointing=False, enable_progress_bar=False)
     data = ToyGaussiansDataModule(mixture="ring", train_size=32_000, batch_size=256)
     trainer.fit(model, data)
-    trainer.validate(model, data)
-    print("steps:", model.player_steps, "toy metrics:", metrics.last)
+    results = trainer.validate(model, data)[0]
+    print("steps:", model.player_steps)
+    figures = {"reconstruction MSE": results["val/reconstruction"], "reverse KL": metrics.last["reverse_kl"],
+               "modes_covered": metrics.last["modes_covered"], "hq_percent": metrics.last["hq_percent"]}
+    print(report(figures, args.max_steps))
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.callbacks import BasePredictionWriter, ProgressBar
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_warn
 from lightning.pytorch.utilities.model_helpers import is_overridden
@@ -22,6 +22,7 @@ import lightning_gen.data  # noqa: F401
 import lightning_gen.loggers  # noqa: F401  (lightning_gen.loggers.WandbLogger)
 import lightning_gen.nets  # noqa: F401
 from lightning_gen.callbacks.predictions import SampleWriter
+from lightning_gen.callbacks.progress import StepProgressBar, run_summary
 from lightning_gen.modules.adversarial import AdversarialModule
 from lightning_gen.modules.base import (
     TRAINER_SETTINGS_KEY, GenerativeModule, import_checkpoint_classes, read_checkpoint, trainer_settings,
@@ -79,7 +80,9 @@ class GenerativeCLI(LightningCLI):
     The resolved config is saved to ``<log_dir>/config.yaml`` and logged to every logger under ``"config"``
     (:class:`SaveAndLogConfigCallback`). ``predict`` writes the drawn samples to ``<log_dir>/samples.pt`` unless the
     config already has a prediction writer (``lightning_gen.callbacks.SampleWriter`` with ``output_path`` chooses the
-    file).
+    file). Every run shows a :class:`~lightning_gen.callbacks.StepProgressBar` (generator steps, losses) unless the
+    config names another progress bar or sets ``enable_progress_bar: false``; ``fit``, ``validate`` and ``test`` end
+    with :func:`~lightning_gen.callbacks.run_summary` (last metrics, log dir, checkpoints, pictures).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -261,6 +264,31 @@ class GenerativeCLI(LightningCLI):
     def before_test(self) -> None:
         """List model settings that differ from ``--ckpt_path``'s."""
         self._warn_settings_differ()
+
+    def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
+        """The trainer, with a :class:`StepProgressBar` unless the config names a progress bar or turns it off."""
+        config = self.config_init.get(str(self.subcommand), self.config_init).get("trainer") or {}
+        listed = kwargs.get("callbacks", config.get("callbacks")) or []
+        listed = list(listed) if isinstance(listed, (list, tuple)) else [listed]
+        if config.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in listed):
+            kwargs["callbacks"] = [*listed, StepProgressBar()]
+        return super().instantiate_trainer(**kwargs)
+
+    def _print_summary(self, stage: str) -> None:
+        if self.trainer.is_global_zero:
+            print(run_summary(self.trainer, stage), flush=True)
+
+    def after_fit(self) -> None:
+        """Print the step reached, the last metrics and where the logs, checkpoints and pictures are."""
+        self._print_summary("fit")
+
+    def after_validate(self) -> None:
+        """Print the last metrics and where the logs and pictures are."""
+        self._print_summary("validate")
+
+    def after_test(self) -> None:
+        """Print the last metrics and where the logs and pictures are."""
+        self._print_summary("test")
 
     def before_predict(self) -> None:
         """Attach a :class:`SampleWriter` when the config names no prediction writer; choose how many samples."""

@@ -1,8 +1,9 @@
 """Logger-agnostic callbacks: generative metrics (FID/KID/IS/PR), toy metrics and scatter plots, sample grids and
-interpolations, image-to-image translation grids, sample writing."""
+interpolations, image-to-image translation grids, sample writing, a progress bar of generator steps and the
+end-of-run summary."""
 
 from lightning_gen.callbacks.checkpoint import PeriodicCheckpoint
-from lightning_gen.callbacks.image_logging import image_dir, log_image
+from lightning_gen.callbacks.image_logging import image_dir, log_image, run_dir
 from lightning_gen.callbacks.images import (
     InterpolationCallback,
     SampleGridCallback,
@@ -13,6 +14,7 @@ from lightning_gen.callbacks.images import (
 )
 from lightning_gen.callbacks.metrics import GenerativeMetricsCallback
 from lightning_gen.callbacks.predictions import SampleWriter
+from lightning_gen.callbacks.progress import StepProgressBar, run_summary
 from lightning_gen.callbacks.toy import ToyMetricsCallback, ToyScatterCallback
 from lightning_gen.callbacks.translation import TranslationGridCallback
 
@@ -22,6 +24,7 @@ __all__ = [
     "PeriodicCheckpoint",
     "SampleGridCallback",
     "SampleWriter",
+    "StepProgressBar",
     "ToyMetricsCallback",
     "ToyScatterCallback",
     "TranslationGridCallback",
@@ -30,5 +33,7 @@ __all__ = [
     "images_to_grid",
     "lerp",
     "log_image",
+    "run_dir",
+    "run_summary",
     "slerp",
 ]

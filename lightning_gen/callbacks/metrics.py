@@ -126,12 +126,17 @@ class GenerativeMetricsCallback(L.Callback):
         self.last_seconds: dict[str, float] = {}
 
     # -- set-up ---------------------------------------------------------------------------------------------------
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        """Build the extractor at the start, so missing Inception weights fail before training does; train a
-        ``ClassifierFeatureExtractor(train_if_missing=True)`` whose checkpoint does not exist yet. Stages that will
-        not evaluate (``predict``, ``validate``, ``fit`` with ``every_n_epochs=None``) build nothing."""
-        will_evaluate = (stage == "fit" and self.every_n_epochs is not None) or (stage == "test" and self.on_test)
-        if will_evaluate:
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Build the extractor before training, so missing Inception weights fail before training does; train a
+        ``ClassifierFeatureExtractor(train_if_missing=True)`` whose checkpoint does not exist yet. This runs after
+        every ``setup`` (the module's checks of its nets against the data come first); ``every_n_epochs=None``
+        builds nothing."""
+        if self.every_n_epochs is not None:
+            self._prepare_extractor(trainer)
+
+    def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Build (or train) the extractor before the test batches, after the module's set-up checks."""
+        if self.on_test:
             self._prepare_extractor(trainer)
 
     def _prepare_extractor(self, trainer: L.Trainer) -> FeatureExtractor:
@@ -339,7 +344,12 @@ class GenerativeMetricsCallback(L.Callback):
 
     def _log(self, pl_module: L.LightningModule, stage: str, values: dict[str, float]) -> None:
         # every process holds the same values; the (exact) mean over processes only keeps Lightning from warning
-        pl_module.log_dict({f"{stage}/{k}": v for k, v in values.items()}, sync_dist=True)
+        logs = {f"{stage}/{k}": v for k, v in values.items()}
+        if "fid" in values:
+            pl_module.log(f"{stage}/fid", logs.pop(f"{stage}/fid"), sync_dist=True, prog_bar=True)
+        if pl_module.trainer.state.fn == "fit":  # the x-axis: trainer.global_step (generator steps), not batches
+            logs["step"], logs["epoch"] = float(pl_module.trainer.global_step), float(pl_module.current_epoch)
+        pl_module.log_dict(logs, sync_dist=True)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Evaluate after every ``every_n_epochs``-th training epoch (keys ``val/...``)."""

@@ -65,7 +65,10 @@ class ToyMetricsCallback(L.Callback):
             metric.update(_sample_in_chunks(pl_module, share))
         values = metric.compute()
         self.last = {k: float(v) for k, v in values.items()}
-        pl_module.log_dict({f"{stage}/{k}": v for k, v in values.items()}, sync_dist=False, rank_zero_only=False)
+        logs = {f"{stage}/{k}": v for k, v in values.items()}
+        shown = {k: logs.pop(k) for k in (f"{stage}/modes_covered", f"{stage}/hq_percent") if k in logs}
+        pl_module.log_dict(shown, sync_dist=False, rank_zero_only=False, prog_bar=True)
+        pl_module.log_dict(logs, sync_dist=False, rank_zero_only=False)
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Evaluate after validation."""
@@ -77,8 +80,10 @@ class ToyMetricsCallback(L.Callback):
 
 
 class ToyScatterCallback(L.Callback):
-    """Every ``every_n_epochs`` training epochs, logs a scatter of samples over the true modes, drawn on a heat map
-    of the discriminator's score when the module has ``discriminate(x)``."""
+    """Every ``every_n_epochs`` training epochs, and (``on_train_end``) at the end of training unless that step was
+    just drawn, logs a scatter of samples over the true modes, drawn on a heat map of the discriminator's score when
+    the module has ``discriminate(x)``; key ``toy/samples``, also saved as ``<run dir>/images/toy_samples_step<N>.png``
+    (see :func:`~lightning_gen.callbacks.log_image`)."""
 
     def __init__(
         self,
@@ -88,6 +93,7 @@ class ToyScatterCallback(L.Callback):
         modes: Optional[Tensor] = None,
         std: Optional[float] = None,
         seed: int = 0,
+        on_train_end: bool = True,
     ) -> None:
         super().__init__()
         if every_n_epochs < 1:
@@ -97,6 +103,8 @@ class ToyScatterCallback(L.Callback):
         self.resolution = resolution
         self._modes, self._std = modes, std
         self.seed = seed
+        self.log_on_train_end = on_train_end
+        self._last_logged_step: Optional[int] = None
 
     def render(self, pl_module: L.LightningModule, modes: Tensor, step: Optional[int] = None) -> np.ndarray:
         """Draw the picture and return it as an ``(H, W, 3)`` uint8 array."""
@@ -136,9 +144,23 @@ class ToyScatterCallback(L.Callback):
         canvas.draw()
         return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Log the picture on rank zero every ``every_n_epochs`` epochs."""
-        if (trainer.current_epoch + 1) % self.every_n_epochs != 0 or not trainer.is_global_zero:
+    def _log(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
             return
         modes, _ = _mixture_of(trainer, self._modes, self._std)
         log_image(trainer, "toy/samples", self.render(pl_module, modes, trainer.global_step))
+        self._last_logged_step = trainer.global_step
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Forget the step drawn by an earlier fit with this callback."""
+        self._last_logged_step = None
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Log the picture on rank zero every ``every_n_epochs`` epochs."""
+        if (trainer.current_epoch + 1) % self.every_n_epochs == 0:
+            self._log(trainer, pl_module)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Log the final picture, unless it was drawn at this very step already."""
+        if self.log_on_train_end and self._last_logged_step != trainer.global_step:
+            self._log(trainer, pl_module)

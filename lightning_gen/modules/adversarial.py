@@ -123,7 +123,11 @@ class AdversarialModule(GenerativeModule):
         gradient_clip_algorithm: ``norm`` or ``value``.
         detect_non_finite: stop with :class:`NonFiniteLossError` on a NaN/inf loss, before any optimizer steps on it
             (one host sync per loss).
+
+    ``progress_bar_keys``: the logged values :meth:`log_training` also shows on the progress bar.
     """
+
+    progress_bar_keys: tuple[str, ...] = ("train/loss_gen", "train/loss_dis")
 
     def __init__(
         self,
@@ -434,12 +438,25 @@ class AdversarialModule(GenerativeModule):
         return every > 0 and (batch_idx + 1) % every == 0
 
     def plumbing_logs(self) -> dict[str, Tensor]:
-        """Counters every game logs: each player's steps and, under a scaler, its skipped steps and loss scale."""
+        """Counters every game logs: each player's steps and, under a scaler, its skipped steps and loss scale; and
+        ``step``, the generator steps, which Lightning takes as the loggers' x-axis (not the batches), with
+        ``epoch`` (which Lightning adds only when no ``step`` is logged)."""
         logs: dict[str, Any] = {f"train/{name}_steps": float(p.steps) for name, p in self.players.items()}
         for name in self._scalers:
             logs[f"train/skipped_steps/{name}"] = self._skipped[name]
             logs[f"train/loss_scale/{name}"] = self.gradient_scale(name)
+        logs["step"], logs["epoch"] = float(self.generator_steps), float(self.current_epoch)
         return logs
+
+    def log_training(self, logs: dict[str, Any], batch_size: int) -> None:
+        """Log a training batch's values with :meth:`plumbing_logs`; ``progress_bar_keys`` also go on the bar."""
+        super().log_training({**logs, **self.plumbing_logs()}, batch_size)
+
+    def on_validation_epoch_end(self) -> None:
+        """While fitting, log ``step`` (generator steps) so the validation values share the training x-axis."""
+        super().on_validation_epoch_end()
+        if self.trainer.state.fn == "fit" and not self.trainer.sanity_checking:
+            self.log_dict({"step": float(self.generator_steps), "epoch": float(self.current_epoch)})
 
     # -- checkpoints --------------------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -34,6 +34,12 @@ from lightning_gen.modules.base import (
     evaluation_generator,
     reject_unexpected_arguments,
 )
+from lightning_gen.modules.shapes import (
+    declared_data_shape,
+    generator_output_problem,
+    input_problem,
+    raise_shape_problems,
+)
 from lightning_gen.noise import rand, randn
 from lightning_gen.precision import full_precision
 
@@ -69,6 +75,19 @@ class _LatentVariableModule(SingleObjectiveModule):
     def latent_dim(self) -> int:
         """Size of the latent code."""
         return int(self.decoder.latent_dim)
+
+    def setup(self, stage: str) -> None:
+        """Check the encoder and decoder against the shape the data module declares (``data_shape`` or
+        ``image_shape``) before any sanity check, metric set-up or training; others are checked at the first batch."""
+        super().setup(stage)
+        wanted = declared_data_shape(self.trainer.datamodule) if self._trainer is not None else None
+        if wanted is None or stage == "predict":
+            return
+        data_name = type(self.trainer.datamodule).__name__
+        raise_shape_problems(
+            input_problem(self.encoder, self.encoder, wanted, data_name, "encoder"),
+            generator_output_problem(self.decoder, self.decoder, self.latent_dim, wanted, data_name, "decoder"),
+        )
 
     def _to_unit(self, x: Tensor) -> Tensor:
         """Map data in ``data_range`` to [0, 1] (Bernoulli targets), clamping rounding errors."""

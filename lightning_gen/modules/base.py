@@ -87,6 +87,8 @@ class GenerativeModule(L.LightningModule):
 
     translates_inputs: bool = False
 
+    progress_bar_keys: tuple[str, ...] = ()  # logged training values that :meth:`log_training` shows on the bar
+
     def __init__(self) -> None:
         super().__init__()
         self._rng_restored = False
@@ -94,6 +96,15 @@ class GenerativeModule(L.LightningModule):
     def sample(self, num_samples: int, generator: Optional[torch.Generator] = None, **condition: Any) -> Tensor:
         """Draw ``num_samples`` samples of the data's shape; a seeded ``generator`` makes them reproducible."""
         raise NotImplementedError(f"{type(self).__name__} must implement sample(num_samples, generator=None)")
+
+    def log_training(self, logs: dict[str, Any], batch_size: int) -> None:
+        """Log a training batch's values; those named in ``progress_bar_keys`` also go on the progress bar."""
+        bar = {k: v for k, v in logs.items() if k in self.progress_bar_keys}
+        if bar:
+            self.log_dict(bar, prog_bar=True, batch_size=batch_size)
+        rest = {k: v for k, v in logs.items() if k not in bar}
+        if rest:
+            self.log_dict(rest, batch_size=batch_size)
 
     def save_init_hyperparameters(
         self, objects: Sequence[str] = (), pinned: Sequence[str] = (), frame: Optional[Any] = None
@@ -252,7 +263,8 @@ class SingleObjectiveModule(GenerativeModule):
 
     Subclasses call :meth:`_init_objective` from ``__init__`` and implement ``training_loss(data) -> (loss, logs)``.
     ``detect_non_finite=False`` (a constructor argument of every family, so settable from YAML; or set on the class
-    or instance) skips the finite-loss check, one host sync per step.
+    or instance) skips the finite-loss check, one host sync per step. The logged terms named in
+    ``progress_bar_keys`` (``train/loss``) also go on the progress bar.
 
     Mixed precision (``Trainer(precision="bf16-mixed" | "16-mixed")``): Lightning runs ``training_step`` under
     ``torch.autocast``; subclasses cast their nets' outputs to float32 (:func:`lightning_gen.precision.full_precision`)
@@ -260,6 +272,7 @@ class SingleObjectiveModule(GenerativeModule):
     """
 
     detect_non_finite: bool = True
+    progress_bar_keys: tuple[str, ...] = ("train/loss",)
 
     def _init_objective(
         self,
@@ -297,7 +310,7 @@ class SingleObjectiveModule(GenerativeModule):
                 f"for NaN/inf.{self._checkpoint_hint()} "
                 "(`detect_non_finite=False` turns this check off.)"
             )
-        self.log_dict({f"train/{k}": v for k, v in logs.items()}, batch_size=data.shape[0])
+        self.log_training({f"train/{k}": v for k, v in logs.items()}, data.shape[0])
         return loss
 
 

@@ -45,6 +45,8 @@ class RealNVP(SingleObjectiveModule):
     log-determinants and the Gaussian log-density are float32, and :meth:`sample` returns float32.
     """
 
+    progress_bar_keys = ("train/nll", "train/bits_per_dim")
+
     def __init__(
         self,
         flow: nn.Module,

@@ -20,6 +20,13 @@ from lightning_gen.losses.stabilizers import (
 )
 from lightning_gen.modules.adversarial import AdversarialModule
 from lightning_gen.modules.base import NonFiniteLossError, evaluation_generator, reject_unexpected_arguments
+from lightning_gen.modules.shapes import (
+    declared_data_shape,
+    generator_output_problem,
+    input_problem,
+    raise_shape_problems,
+    shape_settings,
+)
 from lightning_gen.nets.ema import ExponentialMovingAverage
 from lightning_gen.precision import full_precision
 from lightning_gen.noise import randn
@@ -320,11 +327,32 @@ class GAN(AdversarialModule):
         """What the discriminator sees while training: ``x`` plus the current instance noise."""
         return add_instance_noise(x, self.current_instance_noise())
 
+    def setup(self, stage: str) -> None:
+        """Also check the nets against the shape the data module declares (``data_shape`` or ``image_shape``), before
+        any sanity check, metric set-up or training; data modules that declare none are checked at the first batch."""
+        super().setup(stage)
+        wanted = declared_data_shape(self.trainer.datamodule) if self._trainer is not None else None
+        if wanted is None or stage == "predict":
+            return
+        data_name = type(self.trainer.datamodule).__name__
+        labels = (torch.arange(2) % self.num_classes) if self.num_classes else None
+
+        def call(net: nn.Module) -> Callable[[Tensor], Tensor]:
+            return lambda x: self._call(net, x, None if labels is None else labels.to(x.device))
+
+        raise_shape_problems(
+            generator_output_problem(self.generator, call(self.generator), self.latent_dim, wanted, data_name),
+            input_problem(self.discriminator, call(self.discriminator), wanted, data_name, "discriminator"),
+        )
+
     def _check_shape(self, fake: Tensor, real: Tensor) -> None:
         if fake.shape[1:] != real.shape[1:]:
+            wanted = tuple(real.shape[1:])
+            fix = shape_settings(self.generator, wanted, tuple(fake.shape[1:]))
+            how = ", ".join(f"{k}: {v}" for k, v in fix.items()) or f"an output shape of {wanted}"
             raise ValueError(
-                f"The generator makes samples of shape {tuple(fake.shape[1:])} but the data has shape "
-                f"{tuple(real.shape[1:])}: set the generator's output size (e.g. `output_shape`) to match the data."
+                f"The generator ({type(self.generator).__name__}) makes samples of shape {tuple(fake.shape[1:])} but "
+                f"the data has shape {wanted}: set {how} in `model.init_args.generator.init_args`."
             )
 
     def critic_loss(
@@ -402,11 +430,10 @@ class GAN(AdversarialModule):
             if self.critic_steps % self.n_critic == 0:
                 logs.update(self._generator_step(real, labels))
         if self.should_log(batch_idx):
-            logs.update(self.plumbing_logs())
             logs["train/critic_steps"] = float(self.critic_steps)
             if self.instance_noise:
                 logs["train/instance_noise"] = self.current_instance_noise()
-            self.log_dict(logs, prog_bar=False, batch_size=batch_size)
+            self.log_training(logs, batch_size)
 
     def _generator_step(self, real: Tensor, labels: Optional[Tensor]) -> dict[str, Tensor]:
         """Accumulate the generator's gradients over ``accumulate_grad_batches`` fresh batches and step it."""

@@ -197,8 +197,8 @@ class Pix2Pix(_ImageToImageModule):
         self.player_step("generator")
         if self.should_log(batch_idx):
             logs = {"train/loss_dis": loss_d.detach(), "train/loss_gen": loss_g.detach(),
-                    **{f"train/{k}": v for k, v in parts.items()}, **self.plumbing_logs()}
-            self.log_dict(logs, batch_size=a.shape[0])
+                    **{f"train/{k}": v for k, v in parts.items()}}
+            self.log_training(logs, a.shape[0])
 
     # -- evaluation ---------------------------------------------------------------------------------------------
     def _evaluate(self, batch: Any, prefix: str) -> None:
@@ -378,8 +378,8 @@ class CycleGAN(_ImageToImageModule):
         self.player_step("discriminator")
         if self.should_log(batch_idx):
             logs = {"train/loss_gen": loss_g.detach(), "train/loss_dis": loss_d.detach(),
-                    **{f"train/{k}": v for k, v in {**parts_g, **parts_d}.items()}, **self.plumbing_logs()}
-            self.log_dict(logs, batch_size=a.shape[0])
+                    **{f"train/{k}": v for k, v in {**parts_g, **parts_d}.items()}}
+            self.log_training(logs, a.shape[0])
 
     # -- evaluation ---------------------------------------------------------------------------------------------
     def _evaluate(self, batch: Any, prefix: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
 import lightning as L
 import numpy as np
@@ -262,7 +263,10 @@ def test_tensorboard_receives_the_grid(tmp_path, monkeypatch):
     _fit(tmp_path, LinearGenerator(), [cb], logger=logger)
     assert [(tag, step, fmt) for tag, _, step, fmt in calls] == [("samples", 2, "HWC")]
     np.testing.assert_array_equal(calls[0][1], grid_to_uint8(cb.last_grid))
-    assert not list(tmp_path.rglob("*.png"))  # TensorBoard took it: no PNG fallback
+    # and the same grid as a PNG file beside the event files, for opening without TensorBoard
+    (png,) = tmp_path.rglob("*.png")
+    assert png == Path(logger.log_dir) / "images" / "samples_step2.png"
+    np.testing.assert_array_equal(np.asarray(Image.open(png).convert("RGB")), calls[0][1])
 
 
 def test_wandb_receives_the_grid(tmp_path, monkeypatch):
@@ -282,7 +286,9 @@ def test_wandb_receives_the_grid(tmp_path, monkeypatch):
     assert [(key, step) for key, _, step in calls] == [("interpolation", 2)]
     (image,) = calls[0][1]
     np.testing.assert_array_equal(image, grid_to_uint8(cb.last_grid))
-    assert not list(tmp_path.rglob("*.png"))
+    (png,) = tmp_path.rglob("*.png")  # the PNG copy, beside the run's checkpoints
+    assert png == tmp_path / "wb" / "lightning-gen-tests" / logger.version / "images" / "interpolation_step2.png"
+    np.testing.assert_array_equal(np.asarray(Image.open(png).convert("RGB")), image)
 
 
 def test_every_n_epochs_every_n_steps_and_train_end_are_honoured(tmp_path, monkeypatch):

@@ -87,12 +87,15 @@ def test_log_image_goes_to_csv_log_dir_and_to_wandb(tmp_path, monkeypatch):
 
     wandb_logger = WandbLogger(save_dir=str(tmp_path / "wb"), offline=True, project="lightning-gen-tests")
     trainer = L.Trainer(accelerator="cpu", logger=wandb_logger, default_root_dir=tmp_path)
-    assert log_image(trainer, "toy/samples", image, step=1) is None
+    path = log_image(trainer, "toy/samples", image, step=1)
+    # the PNG copy sits where Lightning puts the run's checkpoints: <save_dir>/<project>/<run id>/
+    assert path == tmp_path / "wb" / "lightning-gen-tests" / wandb_logger.version / "images" / "toy_samples_step1.png"
     run_dir = wandb_logger.experiment.dir
     wandb_logger.experiment.finish()
-    pngs = list((tmp_path / "wb").rglob("*.png"))
+    pngs = [p for p in (tmp_path / "wb" / "wandb").rglob("*.png")]
     assert pngs, f"no image in the offline W&B run {run_dir}"
-    np.testing.assert_array_equal(np.asarray(Image.open(pngs[0]).convert("RGB")), image)
+    for png in (pngs[0], path):
+        np.testing.assert_array_equal(np.asarray(Image.open(png).convert("RGB")), image)
 
 
 def test_log_image_rejects_wrong_arrays(tmp_path):

@@ -182,7 +182,8 @@ def test_bad_configuration_is_named(kwargs, message):
 def test_generator_shape_mismatch_is_named(tiny_trainer_kwargs):
     model = make_gan(out_dim=3)
     trainer = L.Trainer(max_steps=1, limit_val_batches=0, **tiny_trainer_kwargs)
-    with pytest.raises(ValueError, match=r"shape \(3,\) but the data has shape \(2,\)"):
+    with pytest.raises(ValueError, match=r"shape \(3,\) but the data \(ToyGaussiansDataModule\) has shape \(2,\): "
+                                         r"set output_shape: 2"):
         trainer.fit(model, toy_data())
 
 
