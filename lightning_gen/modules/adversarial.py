@@ -50,6 +50,7 @@ from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
 from lightning_gen.modules.base import GenerativeModule, NonFiniteLossError
 from lightning_gen.nets.ema import ExponentialMovingAverage
+from lightning_gen.nets.image_pool import ImagePool
 from lightning_gen.schedulers import fit_schedule_to_run, steps_in_run
 
 __all__ = ["AdversarialModule", "Player", "frozen"]
@@ -57,6 +58,7 @@ __all__ = ["AdversarialModule", "Player", "frozen"]
 _COUNTERS_KEY = "lightning_gen_counters"
 _SCALERS_KEY = "lightning_gen_grad_scalers"
 _GRADS_KEY = "lightning_gen_pending_grads"
+_RANK_BUFFERS_KEY = "lightning_gen_rank_buffers"
 
 
 @contextmanager
@@ -244,9 +246,14 @@ class AdversarialModule(GenerativeModule):
 
     # -- setup --------------------------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
-        """Reject sharded strategies; under a loss-scaling precision give each player its own ``GradScaler``."""
+        """Reject sharded strategies; under a loss-scaling precision give each player its own ``GradScaler``; keep
+        each rank's image pools its own under DDP."""
         if self._trainer is None:
             return
+        # DDP would overwrite every rank's buffers with rank 0's when it wraps the module and before each forward;
+        # the pools hold each rank's own fakes (and are restored per rank from checkpoints)
+        ignored = set(getattr(self, "_ddp_params_and_buffers_to_ignore", ()))
+        self._ddp_params_and_buffers_to_ignore = sorted(ignored | set(self._rank_local_buffers()))
         strategy = self.trainer.strategy
         if not isinstance(strategy, (SingleDeviceStrategy, DDPStrategy)) and self.trainer.world_size > 1:
             raise NotImplementedError(
@@ -476,6 +483,15 @@ class AdversarialModule(GenerativeModule):
                  for name, player in self.players.items() if player.micro_batches}
         if grads:  # every rank has the same counters, so all take part in the gather or none does
             checkpoint[_GRADS_KEY] = _gather_over_ranks(grads)
+        local = self._rank_local_buffers()
+        if local and _world_size() > 1:  # every rank has the same pools, so all take part in the gather
+            checkpoint[_RANK_BUFFERS_KEY] = _gather_over_ranks({k: v.detach().cpu().clone() for k, v in local.items()})
+
+    def _rank_local_buffers(self) -> dict[str, Tensor]:
+        """The state-dict entries each rank fills on its own: the image pools' histories of that rank's fakes (the
+        state dict a checkpoint holds is rank 0's)."""
+        return {f"{prefix}.{name}": buffer for prefix, module in self.named_modules() if isinstance(module, ImagePool)
+                for name, buffer in module.named_buffers(recurse=False)}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Restore what :meth:`on_save_checkpoint` wrote (and the counters of checkpoints from before the players)."""
@@ -494,10 +510,16 @@ class AdversarialModule(GenerativeModule):
             player.micro_batches = int(micro.get(name, 0))
         self._scaler_states = dict(checkpoint.get(_SCALERS_KEY, {}))
         self._apply_scaler_states()
+        fitting = self._trainer is not None and self.trainer.state.fn == "fit"  # no trainer: load_from_checkpoint
         per_rank = checkpoint.get(_GRADS_KEY)
         self._pending_grads = None
-        if per_rank and len(per_rank) == self.trainer.world_size and self.trainer.state.fn == "fit":
+        if per_rank and fitting and len(per_rank) == self.trainer.world_size:
             self._pending_grads = per_rank[self.global_rank] or None
+        buffers = checkpoint.get(_RANK_BUFFERS_KEY)
+        if buffers and fitting and len(buffers) == self.trainer.world_size and "state_dict" in checkpoint:
+            # this hook runs before Lightning loads the state dict: each rank gets its own pools back (and DDP leaves
+            # them alone, see setup)
+            checkpoint["state_dict"].update(buffers[self.global_rank])
 
     def on_train_epoch_start(self) -> None:
         """Also put back the gradients a resumed checkpoint had accumulated towards a step not yet taken."""

@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Union
 import lightning as L
 import torch
 import torch.distributed as dist
+from lightning.fabric.utilities.data import _set_sampler_epoch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 from lightning.pytorch.utilities import rank_zero_warn
@@ -173,8 +174,14 @@ class GenerativeModule(L.LightningModule):
             )
 
     def on_train_epoch_start(self) -> None:
-        """After a replayed epoch end (see :meth:`on_load_checkpoint`), restore the resumed RNG state once more.
+        """After a replayed epoch end (see :meth:`on_load_checkpoint`), restore the resumed RNG state once more; give
+        the training samplers the epoch being trained.
 
+        Lightning sets the samplers' epoch (``set_epoch``: a ``DistributedSampler``'s order, an unpaired pairing) from
+        its count of processed epochs, which in a run limited by ``max_steps`` runs one ahead of ``current_epoch`` for
+        the rest of the fit after a resume from a checkpoint written in ``on_train_epoch_end`` (an epoch-end save, a
+        ``max_steps`` stop). The epoch's loader iterator is created after this hook, so setting ``current_epoch`` here
+        gives every epoch the order of the uninterrupted run (in an uninterrupted run the two counts agree).
         Subclasses that override this hook must call ``super().on_train_epoch_start()``.
         """
         pending = getattr(self, "_rng_pending", None)
@@ -182,6 +189,10 @@ class GenerativeModule(L.LightningModule):
             _set_rng_state(pending)
             self._rng_pending = None
         self._replayed_epoch_end = False
+        if self._trainer is not None:
+            combined = getattr(self.trainer.fit_loop, "_combined_loader", None)
+            for loader in getattr(combined, "flattened", None) or []:
+                _set_sampler_epoch(loader, self.trainer.current_epoch)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> Optional[int]:
         """Skip the batch Lightning runs past an epoch's end when resuming from a checkpoint written at that end.

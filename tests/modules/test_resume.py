@@ -6,6 +6,9 @@ uninterrupted run's.
 Mid-epoch checkpoints (``every_n_train_steps`` saves, a run stopped by ``max_steps`` inside an epoch) resume exactly
 with this package's data modules, whose training loaders (``lightning_gen.data.ResumableDataLoader``) continue the
 epoch's permutation; with a plain ``DataLoader`` a warning says the run will not repeat.
+
+Real processes (a SIGKILLed run, two DDP ranks, CycleGAN on image folders) and time-based saves:
+tests/modules/test_resume_kill.py.
 """
 
 from __future__ import annotations
@@ -157,36 +160,3 @@ def test_an_epoch_end_resume_does_not_warn_about_the_loader(tmp_path, recwarn):
     (ckpt,) = sorted((tmp_path / "first").glob("epoch=0-*.ckpt"))
     _fit("cyclegan", tmp_path / "resumed", 2, ckpt_path=str(ckpt), limit_val_batches=0)
     assert not [w for w in recwarn if "middle of an epoch" in str(w.message)]
-
-
-@pytest.mark.slow
-def test_ddp_two_processes_resume_a_mid_epoch_checkpoint_exactly(tmp_path):
-    """Two CPU processes (gloo): a GAN resumed from a periodic save in the middle of an epoch ends, on every rank,
-    with the weights and optimizer states of the uninterrupted run (per-rank RNG states, DistributedSampler position)."""
-    import os
-    import subprocess
-    import sys
-
-    script = Path(__file__).resolve().parents[1] / "scripts" / "ddp_resume.py"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "disabled"}
-
-    def run(out: Path, *extra: str) -> None:
-        proc = subprocess.run([sys.executable, str(script), str(out), "12", *extra], cwd=tmp_path, env=env,
-                              capture_output=True, text=True, timeout=600)
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-
-    run(tmp_path / "full")
-    ckpt = tmp_path / "full" / "ckpt" / "epoch=1-step=6.ckpt"  # 24 of 30 batches per rank: inside epoch 1
-    assert torch.load(ckpt, weights_only=False)["loops"]["fit_loop"]["epoch_loop.batch_progress"]["current"][
-        "completed"] == 8
-    run(tmp_path / "resumed", str(ckpt))
-    for rank in (0, 1):
-        a = torch.load(tmp_path / "full" / f"rank{rank}.pt", weights_only=False)
-        b = torch.load(tmp_path / "resumed" / f"rank{rank}.pt", weights_only=False)
-        assert a["global_step"] == b["global_step"] == 12
-        for name in a["state_dict"]:
-            assert torch.equal(a["state_dict"][name], b["state_dict"][name]), f"rank {rank}: {name}"
-        for oa, ob in zip(a["optimizers"], b["optimizers"]):
-            for key, state in oa["state"].items():
-                for field, value in state.items():
-                    assert torch.equal(torch.as_tensor(value), torch.as_tensor(ob["state"][key][field]))
