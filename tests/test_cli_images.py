@@ -59,7 +59,7 @@ def data_root(config: Path, tmp_path: Path, request: pytest.FixtureRequest) -> O
 
 def _quick(config: Path, root: Path, data: Optional[Path]) -> list[str]:
     """Arguments that shrink an image recipe to a few seconds: 2 generator steps, narrow nets, small batches."""
-    return [*([] if data is None else [f"--data.root={data}"]),
+    return [
         f"--config={config}",
         f"--trainer.default_root_dir={root}",
         "--trainer.max_steps=2",
@@ -71,6 +71,7 @@ def _quick(config: Path, root: Path, data: Optional[Path]) -> list[str]:
         "--data.num_workers=0",
         "--model.generator.init_args.base_channels=8",
         "--model.discriminator.init_args.base_channels=8",
+        *([] if data is None else [f"--data.root={data}"]),  # after --config, which names the data class
     ]
 
 
