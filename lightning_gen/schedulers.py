@@ -34,6 +34,7 @@ import math
 from typing import Any, Callable, ClassVar, Optional
 
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch.optim.lr_scheduler import LRScheduler
 
 __all__ = ["CosineAnnealingLR", "LinearDecayLR", "LinearLR", "RunLengthLR", "fit_schedule_to_run", "steps_in_run"]
@@ -115,6 +116,16 @@ class RunLengthLR(LRScheduler):
             raise RuntimeError(f"{type(self).__name__} was given its length explicitly; it does not follow the run")
         if steps < 1:
             raise ValueError(f"{type(self).__name__}: the run has {steps} steps for this optimizer; need >= 1")
+        saved = getattr(self, "_saved_run_length", None)
+        if saved is not None and saved != int(steps):
+            rank_zero_warn(
+                f"{type(self).__name__} follows the run: the checkpoint's schedule was sized for {saved} steps of this "
+                f"optimizer and this run's for {int(steps)} (e.g. --trainer.max_steps changed), so the learning rate goes "
+                f"on along the {int(steps)}-step schedule from step {self.last_epoch}. The result will not repeat an "
+                f"uninterrupted run of either length; give `{self._length_argument}` explicitly for a schedule that does "
+                "not depend on max_steps."
+            )
+        self._saved_run_length = None
         self._set_length(int(steps))
         self.run_length = int(steps)
         self._apply()
@@ -152,6 +163,7 @@ class RunLengthLR(LRScheduler):
         super().load_state_dict(state_dict)
         for name, value in keep.items():
             setattr(self, name, value)
+        self._saved_run_length = state_dict.get("run_length")  # compared with this run's in set_run_length
         if self.run_length is not None:
             self._apply()
 

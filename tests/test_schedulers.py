@@ -156,11 +156,34 @@ def test_extending_a_resumed_run_stretches_its_schedule(tmp_path):
     cli.trainer.fit(cli.model, cli.datamodule)
     last = next((tmp_path / "first").rglob("last.ckpt"))
     cli, recorder = _toy_recipe(tmp_path / "more", "--trainer.max_steps=10")
-    cli.trainer.fit(cli.model, cli.datamodule, ckpt_path=str(last))
+    # no silent divergence: the stretched schedule cannot repeat an uninterrupted run, and one warning per schedule
+    # says so, with the two lengths
+    with pytest.warns(UserWarning, match=r"sized for 6 steps .* this run's for 10") as record:
+        cli.trainer.fit(cli.model, cli.datamodule, ckpt_path=str(last))
+    assert len([w for w in record if "follows the run" in str(w.message)]) == 2  # generator's and critic's
+    assert any("sized for 12 steps" in str(w.message) and "for 20" in str(w.message) for w in record)
     gen, dis = recorder.lrs[0], recorder.lrs[1]
     assert len(gen) == 4 and len(dis) == 8
     assert gen == pytest.approx([_linear(k, 10) for k in range(6, 10)], rel=1e-9)
     assert dis == pytest.approx([_linear(k, 20) for k in range(12, 20)], rel=1e-9)
+
+
+def test_resuming_with_the_same_run_length_does_not_warn(tmp_path, recwarn):
+    """A resume that keeps max_steps (a killed run, say) continues the same schedule, and says nothing about it."""
+
+    class SaveAtFirstEpochEnd(L.Callback):
+        def on_train_epoch_end(self, trainer, pl_module) -> None:
+            if trainer.current_epoch == 0:
+                trainer.save_checkpoint(tmp_path / "epoch0.ckpt")
+
+    cli, _ = _toy_recipe(tmp_path / "first", "--trainer.max_steps=6")
+    cli.trainer.callbacks.append(SaveAtFirstEpochEnd())
+    cli.trainer.fit(cli.model, cli.datamodule)
+    cli, recorder = _toy_recipe(tmp_path / "again", "--trainer.max_steps=6")
+    cli.trainer.fit(cli.model, cli.datamodule, ckpt_path=str(tmp_path / "epoch0.ckpt"))
+    assert len(recorder.lrs[0]) == 2  # 4 of the 6 steps were in the checkpoint
+    assert recorder.lrs[0] == pytest.approx([_linear(k, 6) for k in (4, 5)], rel=1e-9)
+    assert not [w for w in recwarn if "follows the run" in str(w.message)]
 
 
 def _gan(accumulate: int) -> GAN:
