@@ -116,6 +116,14 @@ def _unpaired_loader(root_a, root_b, num_workers: int = 0):
     return data.train_dataloader()
 
 
+def _close(loader) -> None:
+    """Stop a loader's persistent workers now (left to the garbage collector, their shutdown stalls a later test)."""
+    iterator = getattr(loader, "_iterator", None)
+    if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+        iterator._shutdown_workers()
+    loader._iterator = None
+
+
 def test_augmentation_is_a_function_of_epoch_and_item_not_of_workers_or_the_global_rng(tmp_path):
     """Crops and flips come from (epoch key, item): the same with 0 or 2 workers and whatever the global RNG holds,
     different in another epoch, and fetching leaves the global RNG alone (so a resume can restore it exactly)."""
@@ -134,6 +142,7 @@ def test_augmentation_is_a_function_of_epoch_and_item_not_of_workers_or_the_glob
     workers = _unpaired_loader(root_a, root_b, num_workers=2)
     workers.sampler.set_epoch(3)
     assert all(torch.equal(x, y) for x, y in zip(epoch3, [b["a"] for b in workers]))
+    _close(workers)
     # epoch 4 re-pairs the images; the A image of each item differs by its augmentation, not only by the order
     loader.sampler.set_epoch(4)
     epoch4 = torch.cat([b["a"] for b in loader])
@@ -155,6 +164,7 @@ def test_a_mid_epoch_resume_replays_the_rest_of_the_epochs_augmentation(tmp_path
     again = _unpaired_loader(root_a, root_b, num_workers=2)
     again.load_state_dict(state)
     replay = list(again)
+    _close(again)
     assert len(replay) == len(rest) == len(loader) - 2
     for x, y in zip(rest, replay):
         assert torch.equal(x["a"], y["a"]) and torch.equal(x["b"], y["b"])
