@@ -49,6 +49,7 @@ from torch import Tensor, nn
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
 from lightning_gen.modules.base import GenerativeModule, NonFiniteLossError
+from lightning_gen.modules.compile import CompileOption, compile_options
 from lightning_gen.nets.ema import ExponentialMovingAverage
 from lightning_gen.nets.image_pool import ImagePool
 from lightning_gen.schedulers import fit_schedule_to_run, steps_in_run
@@ -125,6 +126,8 @@ class AdversarialModule(GenerativeModule):
         gradient_clip_algorithm: ``norm`` or ``value``.
         detect_non_finite: stop with :class:`NonFiniteLossError` on a NaN/inf loss, before any optimizer steps on it
             (one host sync per loss).
+        compile: compile the players' nets with ``torch.compile`` (``True``, or a dict of its arguments), once, in
+            :meth:`configure_model` (see :mod:`lightning_gen.modules.compile`).
 
     ``progress_bar_keys``: the logged values :meth:`log_training` also shows on the progress bar.
     """
@@ -137,8 +140,10 @@ class AdversarialModule(GenerativeModule):
         gradient_clip_val: Optional[float] = None,
         gradient_clip_algorithm: str = "norm",
         detect_non_finite: bool = True,
+        compile: CompileOption = False,
     ) -> None:
         super().__init__()
+        self.compile_options = compile_options(compile)
         if accumulate_grad_batches < 1:
             raise ValueError(f"accumulate_grad_batches must be >= 1, got {accumulate_grad_batches}")
         if gradient_clip_algorithm not in ("norm", "value"):
@@ -177,6 +182,10 @@ class AdversarialModule(GenerativeModule):
         player = Player(name, tuple(nets), optimizer, scheduler, ema, counts_global_step)
         self.players[name] = player
         return player
+
+    def nets_to_compile(self) -> list[nn.Module]:
+        """Every player's nets (the ``compile`` option compiles them)."""
+        return [net for player in self.players.values() for net in player.nets]
 
     @property
     def player_steps(self) -> dict[str, int]:

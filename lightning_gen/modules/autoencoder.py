@@ -34,6 +34,7 @@ from lightning_gen.modules.base import (
     evaluation_generator,
     reject_unexpected_arguments,
 )
+from lightning_gen.modules.compile import CompileOption
 from lightning_gen.modules.shapes import (
     declared_data_shape,
     generator_output_problem,
@@ -139,6 +140,7 @@ class Autoencoder(_LatentVariableModule):
         optimizer: Optional[OptimizerCallable] = None,
         scheduler: Optional[LRSchedulerCallable] = None,
         detect_non_finite: bool = True,
+        compile: CompileOption = False,
     ) -> None:
         """Build the autoencoder from injected nets.
 
@@ -154,6 +156,8 @@ class Autoencoder(_LatentVariableModule):
             scheduler: optional LR scheduler, stepped after every optimizer step.
             detect_non_finite: stop training with :class:`~lightning_gen.modules.base.NonFiniteLossError` when a
                 training loss is NaN or infinite (one host sync per step; ``False`` skips the check).
+            compile: compile the encoder and the decoder with ``torch.compile`` (``True``, or a dict of its
+                arguments, e.g. ``{mode: max-autotune}``) once, at set-up (see :mod:`lightning_gen.modules.compile`).
         """
         super().__init__()
         if reconstruction not in ("mse", "bernoulli"):
@@ -161,7 +165,7 @@ class Autoencoder(_LatentVariableModule):
         if noise_std < 0:
             raise ValueError(f"noise_std must be >= 0, got {noise_std}")
         self._init_objective(("encoder", "decoder"), optimizer, scheduler, default_lr=1e-3,
-                             detect_non_finite=detect_non_finite)
+                             detect_non_finite=detect_non_finite, compile=compile)
         self._init_nets(encoder, decoder, "bernoulli" if reconstruction == "bernoulli" else "gaussian", data_range)
         self.reconstruction = reconstruction
         self.noise_std = float(noise_std)
@@ -324,7 +328,7 @@ class DenoisingAutoencoder(Autoencoder):
             detect_non_finite: stop training with :class:`~lightning_gen.modules.base.NonFiniteLossError` on a NaN
                 or infinite training loss (``False`` skips the check).
             **kwargs: the other :class:`Autoencoder` arguments (``reconstruction``, ``data_range``, ``optimizer``,
-                ``scheduler``).
+                ``scheduler``, ``compile``).
         """
         if noise_std <= 0:
             raise ValueError(f"DenoisingAutoencoder needs noise_std > 0, got {noise_std} (use Autoencoder for 0)")
@@ -359,6 +363,7 @@ class VAE(_LatentVariableModule):
         optimizer: Optional[OptimizerCallable] = None,
         scheduler: Optional[LRSchedulerCallable] = None,
         detect_non_finite: bool = True,
+        compile: CompileOption = False,
     ) -> None:
         """Build the VAE from injected nets.
 
@@ -378,6 +383,8 @@ class VAE(_LatentVariableModule):
             scheduler: optional LR scheduler, stepped after every optimizer step.
             detect_non_finite: stop training with :class:`~lightning_gen.modules.base.NonFiniteLossError` when a
                 training loss is NaN or infinite (one host sync per step; ``False`` skips the check).
+            compile: compile the encoder and the decoder with ``torch.compile`` (``True``, or a dict of its
+                arguments, e.g. ``{mode: max-autotune}``) once, at set-up (see :mod:`lightning_gen.modules.compile`).
         """
         super().__init__()
         if beta < 0:
@@ -387,7 +394,7 @@ class VAE(_LatentVariableModule):
         if decoder_std is not None and decoder_std <= 0:
             raise ValueError(f"decoder_std must be positive, got {decoder_std}")
         self._init_objective(("encoder", "decoder"), optimizer, scheduler, default_lr=1e-3,
-                             detect_non_finite=detect_non_finite)
+                             detect_non_finite=detect_non_finite, compile=compile)
         self._init_nets(encoder, decoder, likelihood, data_range)
         self.beta = float(beta)
         self.binarize = bool(binarize) and likelihood == "bernoulli"

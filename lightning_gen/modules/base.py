@@ -19,6 +19,7 @@ from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
+from lightning_gen.modules.compile import CompileOption, compile_nets, compile_options
 from lightning_gen.schedulers import fit_schedule_to_run
 
 __all__ = [
@@ -89,10 +90,22 @@ class GenerativeModule(L.LightningModule):
     translates_inputs: bool = False
 
     progress_bar_keys: tuple[str, ...] = ()  # logged training values that :meth:`log_training` shows on the bar
+    compile_options: Optional[dict[str, Any]] = None  # torch.compile arguments for nets_to_compile() (None: eager)
 
     def __init__(self) -> None:
         super().__init__()
         self._rng_restored = False
+
+    def nets_to_compile(self) -> list[torch.nn.Module]:
+        """The nets the ``compile`` option compiles (each family's base names its trained nets)."""
+        return []
+
+    def configure_model(self) -> None:
+        """Compile :meth:`nets_to_compile` in place when ``compile`` is on (once; see :mod:`lightning_gen.modules.compile`).
+
+        Subclasses that override this hook must call ``super().configure_model()``.
+        """
+        compile_nets(self.nets_to_compile(), self.compile_options)
 
     def sample(self, num_samples: int, generator: Optional[torch.Generator] = None, **condition: Any) -> Tensor:
         """Draw ``num_samples`` samples of the data's shape; a seeded ``generator`` makes them reproducible."""
@@ -292,18 +305,25 @@ class SingleObjectiveModule(GenerativeModule):
         scheduler: Optional[LRSchedulerCallable],
         default_lr: float,
         detect_non_finite: bool = True,
+        compile: CompileOption = False,
     ) -> None:
         """Save the caller's ``__init__`` arguments as hyperparameters (the nets only when the CLI built them, as
-        config), store the optimizer/scheduler factories (``Adam(default_lr)`` when no optimizer is given) and
-        whether to check every training loss for NaN/inf."""
+        config), store the optimizer/scheduler factories (``Adam(default_lr)`` when no optimizer is given),
+        whether to check every training loss for NaN/inf, and whether to compile the ``nets`` (attribute names)."""
         frame = inspect.currentframe()
         assert frame is not None and frame.f_back is not None
         self.save_init_hyperparameters([*nets, "optimizer", "scheduler"], frame=frame.f_back)
         self.detect_non_finite = bool(detect_non_finite)
+        self.compile_options = compile_options(compile)
+        self._net_names = tuple(nets)
         self._optimizer_factory: Callable[[Iterable[Any]], torch.optim.Optimizer] = (
             optimizer if optimizer is not None else partial(torch.optim.Adam, lr=default_lr)
         )
         self._scheduler_factory = scheduler
+
+    def nets_to_compile(self) -> list[torch.nn.Module]:
+        """The nets named in :meth:`_init_objective` (encoder and decoder, flow, or denoiser)."""
+        return [getattr(self, name) for name in getattr(self, "_net_names", ())]
 
     def training_loss(self, data: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """The scalar loss to minimize on a batch of data, and the terms to log (without the ``train/`` prefix)."""

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from lightning_gen.diffusion.schedules import VARIANCES, NoiseSchedule, make_schedule
 from lightning_gen.losses.diffusion import epsilon_loss
 from lightning_gen.modules.base import SingleObjectiveModule, batch_data, eval_mode, reject_unexpected_arguments
+from lightning_gen.modules.compile import CompileOption
 from lightning_gen.nets.ema import ExponentialMovingAverage
 from lightning_gen.noise import randn
 from lightning_gen.precision import full_precision
@@ -51,6 +52,7 @@ class DDPM(SingleObjectiveModule):
         optimizer: Optional[OptimizerCallable] = None,
         scheduler: Optional[LRSchedulerCallable] = None,
         detect_non_finite: bool = True,
+        compile: CompileOption = False,
     ) -> None:
         """Build the model around an injected denoiser.
 
@@ -70,10 +72,12 @@ class DDPM(SingleObjectiveModule):
             scheduler: optional learning-rate scheduler, stepped after every optimizer step.
             detect_non_finite: stop training with :class:`~lightning_gen.modules.base.NonFiniteLossError` when a
                 training loss is NaN or infinite (one host sync per step; ``False`` skips the check).
+            compile: compile the denoiser (not its EMA copy) with ``torch.compile`` (``True``, or a dict of its
+                arguments, e.g. ``{mode: max-autotune}``) once, at set-up (see :mod:`lightning_gen.modules.compile`).
         """
         super().__init__()
         self._init_objective(nets=("denoiser",), optimizer=optimizer, scheduler=scheduler, default_lr=2e-4,
-                             detect_non_finite=detect_non_finite)
+                             detect_non_finite=detect_non_finite, compile=compile)
         if not hasattr(denoiser, "data_shape"):
             raise ValueError(
                 f"the denoiser ({type(denoiser).__name__}) needs a `data_shape` attribute giving the shape of one "

@@ -20,6 +20,7 @@ from lightning_gen.losses.stabilizers import (
 )
 from lightning_gen.modules.adversarial import AdversarialModule
 from lightning_gen.modules.base import NonFiniteLossError, evaluation_generator, reject_unexpected_arguments
+from lightning_gen.modules.compile import CompileOption, eager
 from lightning_gen.modules.shapes import (
     declared_data_shape,
     generator_output_problem,
@@ -120,6 +121,7 @@ class GAN(AdversarialModule):
         historical_averaging_weight: float = 0.0,
         ema_decay: Optional[float] = None,
         ema_warmup: bool = True,
+        compile: CompileOption = False,
     ) -> None:
         """Build the game from injected nets, a loss pair, an optional critic regularizer and two optimizers.
 
@@ -151,8 +153,12 @@ class GAN(AdversarialModule):
             historical_averaging_weight: add ``w * ||theta - mean of past theta||^2`` to each player's loss.
             ema_decay: keep an exponential moving average of the generator's weights (e.g. 0.999) and sample from it.
             ema_warmup: use ``min(ema_decay, (1 + n) / (10 + n))`` at EMA update ``n``.
+            compile: compile the generator and the discriminator with ``torch.compile`` (``True``, or a dict of its
+                arguments, e.g. ``{mode: max-autotune}``) once, at set-up; the regularizer's double backward runs the
+                critic eagerly (see :mod:`lightning_gen.modules.compile`).
         """
-        super().__init__(accumulate_grad_batches, gradient_clip_val, gradient_clip_algorithm, detect_non_finite)
+        super().__init__(accumulate_grad_batches, gradient_clip_val, gradient_clip_algorithm, detect_non_finite,
+                         compile=compile)
         if n_critic < 1:
             raise ValueError(f"n_critic must be >= 1 (critic steps per generator step), got {n_critic}")
         if clip_value is not None and clip_value <= 0:
@@ -370,8 +376,9 @@ class GAN(AdversarialModule):
         if self.regularizer is not None:
             critic = self.discriminator if labels is None else partial(self.discriminator, labels=labels)
             scale = self.gradient_scale("discriminator") if self._regularizer_takes_scale else None
-            penalty = self.regularizer(critic, real, fake) if scale is None else self.regularizer(
-                critic, real, fake, grad_scale=scale)
+            with eager(self.discriminator):  # compiled graphs have no double backward: the penalty's critic is eager
+                penalty = self.regularizer(critic, real, fake) if scale is None else self.regularizer(
+                    critic, real, fake, grad_scale=scale)
             parts["penalty"] = penalty.detach()
             total = total + self.regularizer_weight * penalty
         return total, parts

@@ -27,6 +27,7 @@ from lightning_gen.losses.adversarial import AdversarialLoss, get_adversarial_lo
 from lightning_gen.losses.cycle import cycle_consistency_loss, identity_loss, l1_reconstruction_loss
 from lightning_gen.modules.adversarial import AdversarialModule
 from lightning_gen.modules.base import eval_mode, reject_unexpected_arguments
+from lightning_gen.modules.compile import CompileOption
 from lightning_gen.nets.image_pool import ImagePool
 from lightning_gen.precision import full_precision
 
@@ -109,6 +110,7 @@ class Pix2Pix(_ImageToImageModule):
         gradient_clip_val: Optional[float] = None,
         gradient_clip_algorithm: str = "norm",
         detect_non_finite: bool = True,
+        compile: CompileOption = False,
     ) -> None:
         """Build pix2pix from injected nets.
 
@@ -125,8 +127,11 @@ class Pix2Pix(_ImageToImageModule):
             gradient_clip_val: clip each player's gradients before its step, after unscaling (``None``: off).
             gradient_clip_algorithm: ``norm`` or ``value``.
             detect_non_finite: stop with :class:`NonFiniteLossError` on a NaN/inf loss (one host sync per loss).
+            compile: compile the generator(s) and discriminator(s) with ``torch.compile`` (``True``, or a dict of its
+                arguments) once, at set-up (see :mod:`lightning_gen.modules.compile`).
         """
-        super().__init__(accumulate_grad_batches, gradient_clip_val, gradient_clip_algorithm, detect_non_finite)
+        super().__init__(accumulate_grad_batches, gradient_clip_val, gradient_clip_algorithm, detect_non_finite,
+                         compile=compile)
         if l1_weight < 0:
             raise ValueError(f"l1_weight must be >= 0, got {l1_weight}")
         self.save_init_hyperparameters(["generator", "discriminator", *_OBJECT_ARGS])
@@ -248,6 +253,7 @@ class CycleGAN(_ImageToImageModule):
         gradient_clip_val: Optional[float] = None,
         gradient_clip_algorithm: str = "norm",
         detect_non_finite: bool = True,
+        compile: CompileOption = False,
     ) -> None:
         """Build CycleGAN from injected nets.
 
@@ -273,8 +279,11 @@ class CycleGAN(_ImageToImageModule):
             gradient_clip_val: clip each player's gradients before its step, after unscaling (``None``: off).
             gradient_clip_algorithm: ``norm`` or ``value``.
             detect_non_finite: stop with :class:`NonFiniteLossError` on a NaN/inf loss (one host sync per loss).
+            compile: compile the generator(s) and discriminator(s) with ``torch.compile`` (``True``, or a dict of its
+                arguments) once, at set-up (see :mod:`lightning_gen.modules.compile`).
         """
-        super().__init__(accumulate_grad_batches, gradient_clip_val, gradient_clip_algorithm, detect_non_finite)
+        super().__init__(accumulate_grad_batches, gradient_clip_val, gradient_clip_algorithm, detect_non_finite,
+                         compile=compile)
         for name, value in (("cycle_weight", cycle_weight), ("identity_weight", identity_weight)):
             if value < 0:
                 raise ValueError(f"{name} must be >= 0, got {value}")
