@@ -14,6 +14,7 @@ from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
 import torch
 from torch import Tensor, nn
 
+from lightning_gen.checks import value_checks_enabled
 from lightning_gen.noise import randint, randn
 
 __all__ = [
@@ -136,7 +137,7 @@ class NoiseSchedule(nn.Module):
             t = t.expand(batch)
         if t.shape != (batch,):
             raise ValueError(f"t must have shape ({batch},), one step index per sample of x, got {tuple(t.shape)}")
-        if batch > 0:
+        if batch > 0 and value_checks_enabled():  # reading the range waits for the device
             lo, hi = int(t.min()), int(t.max())
             if lo < 0 or hi >= self.num_steps:
                 raise ValueError(

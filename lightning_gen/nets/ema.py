@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, Union
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 __all__ = ["ExponentialMovingAverage"]
 
@@ -35,15 +35,23 @@ class ExponentialMovingAverage(nn.Module):
         n = int(self.num_updates)
         return min(self.decay, (1.0 + n) / (10.0 + n)) if self.warmup else self.decay
 
+    def _step_weight(self) -> Union[float, Tensor]:
+        """``1 - decay`` of the next update; with ``warmup`` a device tensor computed from ``num_updates`` on the
+        device (reading the count on the host would wait for the device at every update)."""
+        if not self.warmup:
+            return 1.0 - self.decay
+        n = self.num_updates.to(torch.float64)
+        return 1.0 - torch.clamp((1.0 + n) / (10.0 + n), max=self.decay)
+
     @torch.no_grad()
     def update(self, net: nn.Module) -> None:
-        """Move the average towards ``net``'s current parameters and copy its buffers."""
-        decay = self.current_decay()
+        """Move the average towards ``net``'s current parameters and copy its buffers (without waiting for the
+        device)."""
         ema_params = list(self.module.parameters())
         params = [p.detach() for p in net.parameters()]
         if len(ema_params) != len(params):
             raise ValueError("ExponentialMovingAverage.update got a net with a different architecture")
-        torch._foreach_lerp_(ema_params, params, 1.0 - decay)
+        torch._foreach_lerp_(ema_params, params, self._step_weight())
         for ema_buffer, buffer in zip(self.module.buffers(), net.buffers()):
             ema_buffer.copy_(buffer)
         self.num_updates += 1

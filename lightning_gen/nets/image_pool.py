@@ -32,9 +32,14 @@ class ImagePool(nn.Module):
         self.size = int(size)
         self.register_buffer("images", torch.empty(0))
         self.register_buffer("num_stored", torch.zeros((), dtype=torch.long))
+        self._count: int | None = 0  # host mirror of num_stored (None: read it at the next query)
 
     def query(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """Return a batch like ``images`` mixing new and stored images; ``generator`` seeds the random choices."""
+        """Return a batch like ``images`` mixing new and stored images; ``generator`` seeds the random choices.
+
+        The images are processed as if one by one, in batch order (an image stored by an earlier image of the same
+        batch can be returned for a later one), but with tensor operations that never wait for the device.
+        """
         if self.size == 0:
             return images
         if images.dim() < 1 or images.shape[0] == 0:
@@ -48,29 +53,53 @@ class ImagePool(nn.Module):
                 f"{tuple(new.shape)}; use one pool per image shape"
             )
         new = new.to(device=self.images.device, dtype=self.images.dtype)
-        n = new.shape[0]
-        # Draw all random numbers up front so the result depends only on the generator state and the pool; they
-        # stay where they are drawn (the generator's device, or the CPU), since they are only read one by one.
-        keep_new = rand((n,), generator) < 0.5
-        slots = randint(self.size, (n,), generator)
+        n, device = new.shape[0], self.images.device
+        # Draw all random numbers up front (on the pool's device, or the generator's), so the result depends only on
+        # the generator state and the pool.
+        keep_new = rand((n,), generator, device) < 0.5
+        slots = randint(self.size, (n,), generator, device)
+        count = self._stored_count()
         out = new.clone()
-        count = int(self.num_stored)
-        for i in range(n):
-            if count < self.size:
-                self.images[count] = new[i]
-                count += 1
-            elif not bool(keep_new[i]):
-                j = int(slots[i])
-                out[i] = self.images[j]
-                self.images[j] = new[i]
-        self.num_stored.fill_(count)
+        fill = min(n, self.size - count)
+        if fill > 0:  # while the pool fills, images are stored in order and returned as they are
+            self.images[count:count + fill] = new[:fill]
+            self._count = count + fill
+            self.num_stored.fill_(self._count)
+        if fill < n:
+            out[fill:] = self._swap(new[fill:], keep_new[fill:], slots[fill:])
         return out.to(device=images.device, dtype=images.dtype)
+
+    def _swap(self, new: Tensor, keep_new: Tensor, slots: Tensor) -> Tensor:
+        """The full pool's answer to ``new``: image ``i`` is returned as is when ``keep_new[i]``, else it takes the
+        place of the image in ``slots[i]``, which is returned (an image stored there by an earlier ``i`` included)."""
+        m = new.shape[0]
+        idx = torch.arange(m, device=new.device)
+        swaps = ~keep_new
+        # into_same[i, j]: image j goes into the slot image i reads or writes
+        into_same = (slots[:, None] == slots[None, :]) & swaps[None, :]
+        earlier = torch.where(into_same & (idx[None, :] < idx[:, None]), idx[None, :], -1).amax(1)
+        last = torch.where(into_same, idx[None, :], -1).amax(1)
+        image_dims = (m,) + (1,) * (new.dim() - 1)
+        stored = self.images[slots]  # the slots' images before this batch
+        seen = torch.where((earlier >= 0).view(image_dims), new[earlier.clamp(min=0)], stored)
+        # every write to a slot carries the slot's final image (the last image swapped into it), so the result
+        # does not depend on the order of duplicate writes
+        self.images[slots] = torch.where((last >= 0).view(image_dims), new[last.clamp(min=0)], stored)
+        return torch.where(swaps.view(image_dims), seen, new)
+
+    def _stored_count(self) -> int:
+        """``num_stored`` as a host number, mirrored so that a query never reads the device (read once after the
+        pool is loaded)."""
+        if self._count is None:
+            self._count = int(self.num_stored)
+        return self._count
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
         stored = state_dict.get(prefix + "images")
         if stored is not None and stored.shape != self.images.shape:
             self.images = torch.empty_like(stored, device=self.images.device)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._count = None
 
     def extra_repr(self) -> str:
         """Show the capacity in the module's repr."""

@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import TypeVar
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm
+
+from lightning_gen.checks import value_checks_enabled
 
 __all__ = [
     "MinibatchStdDev",
@@ -99,7 +100,9 @@ def check_labels(labels: Tensor | None, num_classes: int, batch_size: int, net: 
     """Validate the ``labels`` given to net ``net`` and return them as int64 (None for an unconditional net).
 
     Conditional nets (``num_classes > 0``) need an integer tensor of shape ``(batch_size,)`` with values in
-    ``[0, num_classes)``; unconditional nets accept only ``labels=None``.
+    ``[0, num_classes)``; unconditional nets accept only ``labels=None``. The range check reads the labels on the host
+    (a device sync), so it runs only where :func:`~lightning_gen.checks.value_checks_enabled` (not in the training
+    batches that neither start an epoch nor log).
     """
     if num_classes == 0:
         if labels is not None:
@@ -119,7 +122,7 @@ def check_labels(labels: Tensor | None, num_classes: int, batch_size: int, net: 
         raise ValueError(f"{net} needs integer class labels (int64 tensor of shape (B,)), got {got}")
     if labels.shape != (batch_size,):
         raise ValueError(f"{net} needs labels of shape ({batch_size},) (one per sample), got {tuple(labels.shape)}")
-    if batch_size > 0:
+    if batch_size > 0 and value_checks_enabled():
         lo, hi = int(labels.min()), int(labels.max())
         if lo < 0 or hi >= num_classes:
             raise ValueError(
@@ -140,8 +143,13 @@ def check_images(x: Tensor, image_shape: tuple[int, int, int], net: str) -> None
 
 
 def one_hot(labels: Tensor, num_classes: int, dtype: torch.dtype = torch.float32) -> Tensor:
-    """One-hot encode int64 ``labels`` of shape ``(B,)`` to a ``(B, num_classes)`` tensor of ``dtype``."""
-    return F.one_hot(labels.long(), num_classes).to(dtype)
+    """One-hot encode int64 ``labels`` of shape ``(B,)`` to a ``(B, num_classes)`` tensor of ``dtype``.
+
+    A comparison with ``arange(num_classes)``, which never waits for the device (``F.one_hot`` reads the labels' range
+    on the host); labels outside ``[0, num_classes)`` give all-zero rows (:func:`check_labels` rejects them).
+    """
+    classes = torch.arange(num_classes, device=labels.device)
+    return (labels.long().unsqueeze(-1) == classes).to(dtype)
 
 
 def init_dcgan_weights_(module: M, std: float = 0.02) -> M:
