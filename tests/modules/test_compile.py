@@ -11,6 +11,8 @@ kernels may round differently; measured: identical on these toy nets).
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
 import sys
 from contextlib import contextmanager
 from functools import partial
@@ -289,3 +291,26 @@ def test_inductor_smoke(tmp_path):
     assert all(is_compiled(net) for net in model.nets_to_compile())
     assert _counts_since(before, run) == [(2, 2)] * 3
     _assert_same_losses(eager_run, run, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes(tmp_path):
+    """Under ``strategy="ddp"`` (tests/scripts/ddp_compile.py) compiled nets train as eager ones on every rank and
+    compile only in the first batches."""
+    script = ROOT / "tests" / "scripts" / "ddp_compile.py"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "disabled"}
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path)], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    for info in ranks:
+        for name, graphs, warm_up in (("gan", 4, 2), ("vae", 2, 1)):
+            eager_run, compiled_run = info[f"eager/{name}"], info[f"compiled/{name}"]
+            assert compiled_run["compiled"] == [True, True] and eager_run["compiled"] == [False, False]
+            torch.testing.assert_close(compiled_run["state_dict"], eager_run["state_dict"], rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(compiled_run["state_dict"], ranks[0][f"compiled/{name}"]["state_dict"],
+                                       rtol=0, atol=0)  # every rank holds the same weights
+            # the script fits eager/gan, eager/vae, compiled/gan, compiled/vae in this order, in the same processes
+            before = info["eager/vae" if name == "gan" else "compiled/gan"]["counts"][-1]
+            new = [(c["frames"] - before["frames"], c["graphs"] - before["graphs"]) for c in compiled_run["counts"]]
+            assert new[warm_up - 1:] == [(graphs, graphs)] * (len(new) - warm_up + 1), (name, new)
