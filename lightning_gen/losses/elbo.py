@@ -105,10 +105,13 @@ def bernoulli_log_likelihood(logits: Tensor, x: Tensor, reduction: str = "none")
 
 def gaussian_log_likelihood(x: Tensor, mean: Tensor, logvar: Tensor, reduction: str = "none") -> Tensor:
     """log p(x|z) of a Gaussian decoder N(mean, diag(exp(logvar))); ``logvar`` may be a learned tensor or a
-    constant broadcast to ``mean``'s shape."""
+    constant broadcast to ``mean``'s shape (a number is filled in on the device, never copied from the host)."""
     mean = full_precision(mean)
-    return gaussian_log_prob(x, mean, torch.as_tensor(logvar, dtype=mean.dtype, device=mean.device).expand_as(mean),
-                             reduction)
+    if isinstance(logvar, Tensor):
+        logvar = logvar.to(dtype=mean.dtype, device=mean.device).expand_as(mean)
+    else:
+        logvar = torch.full_like(mean, float(logvar))
+    return gaussian_log_prob(x, mean, logvar, reduction)
 
 
 def elbo(log_likelihood: Tensor, kl: Tensor, beta: float = 1.0) -> Tensor:

@@ -49,6 +49,7 @@ from torch import Tensor, nn
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
 from lightning_gen.modules.base import GenerativeModule, NonFiniteLossError
+from lightning_gen.modules.finite import NonFiniteLoss
 from lightning_gen.modules.compile import CompileOption, compile_options
 from lightning_gen.nets.ema import ExponentialMovingAverage
 from lightning_gen.nets.image_pool import ImagePool
@@ -124,8 +125,8 @@ class AdversarialModule(GenerativeModule):
         gradient_clip_val: clip each player's gradients to this norm (or value) before its step, after unscaling
             under ``16-mixed`` (``None``: off).
         gradient_clip_algorithm: ``norm`` or ``value``.
-        detect_non_finite: stop with :class:`NonFiniteLossError` on a NaN/inf loss, before any optimizer steps on it
-            (one host sync per loss).
+        detect_non_finite: stop with :class:`NonFiniteLossError` on a NaN/inf loss; no optimizer steps on it or
+            after it, and no training step waits for the device to find it (see :meth:`check_finite`).
         compile: compile the players' nets with ``torch.compile`` (``True``, or a dict of its arguments), once, in
             :meth:`configure_model` (see :mod:`lightning_gen.modules.compile`).
 
@@ -313,21 +314,27 @@ class AdversarialModule(GenerativeModule):
 
     # -- backward and step --------------------------------------------------------------------------------------
     def check_finite(self, loss: Tensor, name: str) -> None:
-        """Raise :class:`NonFiniteLossError` on every rank when ``loss`` is NaN or infinite on any rank."""
+        """Watch player ``name``'s ``loss``: :class:`NonFiniteLossError` on every rank when it is NaN or infinite on
+        any rank -- at once on a batch that logs or starts an epoch, else (without waiting for the device) at the next
+        such batch, the epoch's end or before the next checkpoint, every step after it being a no-op (see
+        :meth:`~lightning_gen.modules.base.GenerativeModule.watch_loss`)."""
         if not self.detect_non_finite:
             return
-        bad = not bool(torch.isfinite(loss).all())
-        if self.trainer.world_size > 1:
-            bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
-        if bad:
-            value = loss.detach().float().cpu().item() if loss.numel() == 1 else "non-finite"
-            raise NonFiniteLossError(
-                f"The {name} loss of {type(self).__name__} became {value} at generator step {self.generator_steps} "
-                f"({', '.join(f'{n} steps {s}' for n, s in self.player_steps.items())}). Training stopped before "
-                f"stepping on it.{self._checkpoint_hint()} Try a lower learning rate, gradient clipping "
-                "(`--model.gradient_clip_val 1.0`, i.e. `gradient_clip_val` in the model's `init_args`), or a critic "
-                "regularizer."
-            )
+        self.watch_loss(loss, (name, self.generator_steps, dict(self.player_steps)))
+
+    def non_finite_error(self, found: NonFiniteLoss) -> NonFiniteLossError:
+        """The error naming the player, the generator step and every player's steps of the first non-finite loss."""
+        name, step, steps = found.info
+        later = "" if self._trainer is None or step == self.generator_steps else (
+            f" or on any later loss (found at generator step {self.generator_steps}: the losses are checked on the "
+            "device and read at logging batches, epoch ends and checkpoints)")
+        return NonFiniteLossError(
+            f"The {name} loss of {type(self).__name__} became {found.value} at generator step {step} "
+            f"({', '.join(f'{n} steps {s}' for n, s in steps.items())}). Training stopped; no optimizer stepped on "
+            f"it{later}.{self._checkpoint_hint()} Try a lower learning rate, gradient clipping "
+            "(`--model.gradient_clip_val 1.0`, i.e. `gradient_clip_val` in the model's `init_args`), or a critic "
+            "regularizer."
+        )
 
     @contextmanager
     def _scaling_with(self, name: str) -> Iterator[None]:
@@ -365,7 +372,10 @@ class AdversarialModule(GenerativeModule):
 
         The step: average the gradients across ranks, unscale (under a scaler), clip, optimizer step (skipped by the
         scaler on overflow), scaler update, rank 0's buffers (e.g. BatchNorm statistics) to every rank (as DDP does
-        at each forward), zero the gradients, scheduler step, EMA update.
+        at each forward), zero the gradients, scheduler step, EMA update. After a non-finite loss (any player's) the
+        optimizer step leaves the parameters and the optimizer's state exactly as they were, without waiting for the
+        device (:mod:`lightning_gen.modules.finite`); the counters, scheduler and EMA still advance, as on a step a
+        scaler skips.
         """
         player = self.players[name]
         if player.micro_batches < self.accumulate_grad_batches:
@@ -374,9 +384,13 @@ class AdversarialModule(GenerativeModule):
         optimizer = self.optimizer_of(name)
         scaler = self._scalers.get(name)
         scale_before = self.gradient_scale(name) if scaler is not None else None
+        if self.detect_non_finite and scaler is not None:
+            self._finite_guard.poison(player.parameters())  # the scaler's own check then skips the step
+        guarded = (self._finite_guard.step(optimizer.optimizer, scaled=scaler is not None) if self.detect_non_finite
+                   else nullcontext())
         self._stepping = player
         try:
-            with self._scaling_with(name):
+            with self._scaling_with(name), guarded:
                 if player.counts_global_step:
                     optimizer.step()  # a LightningOptimizer step: advances trainer.global_step
                 else:
@@ -400,8 +414,11 @@ class AdversarialModule(GenerativeModule):
     def on_before_optimizer_step(self, optimizer: Any) -> None:
         """Clip the stepping player's gradients: called by Lightning after unscaling, before the optimizer step.
 
-        Subclasses that override this hook must call ``super().on_before_optimizer_step(optimizer)``.
+        Also brings the finite-loss flag up to date (a fused optimizer reads it in its kernel). Subclasses that override
+        this hook must call ``super().on_before_optimizer_step(optimizer)``.
         """
+        if self.detect_non_finite and self._stepping is not None and self._stepping.name not in self._scalers:
+            self._finite_guard.update_skip()
         if self._stepping is not None and self.gradient_clip_val:
             if self._stepping.name in self._scalers and getattr(optimizer, "_step_supports_amp_scaling", False):
                 raise RuntimeError(
@@ -443,16 +460,7 @@ class AdversarialModule(GenerativeModule):
         for g, synced in zip(grads, _unflatten_dense_tensors(flat, grads)):
             g.copy_(synced)
 
-    # -- logging ------------------------------------------------------------------------------------------------
-    def should_log(self, batch_idx: int) -> bool:
-        """Whether this batch's values are written (every ``trainer.log_every_n_steps`` batches).
-
-        Lightning's per-call logging costs about 1 ms per key on a CPU, as much as a toy training step, and step
-        values are only written every ``log_every_n_steps`` batches, so games log just those batches.
-        """
-        every = self.trainer.log_every_n_steps
-        return every > 0 and (batch_idx + 1) % every == 0
-
+    # -- logging (which batches log: GenerativeModule.should_log) ----------------------------------------------
     def plumbing_logs(self) -> dict[str, Tensor]:
         """Counters every game logs: each player's steps and, under a scaler, its skipped steps and loss scale; and
         ``step``, the generator steps, which Lightning takes as the loggers' x-axis (not the batches), with

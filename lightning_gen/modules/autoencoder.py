@@ -155,7 +155,8 @@ class Autoencoder(_LatentVariableModule):
             optimizer: callable building the optimizer (default Adam(1e-3)).
             scheduler: optional LR scheduler, stepped after every optimizer step.
             detect_non_finite: stop training with :class:`~lightning_gen.modules.base.NonFiniteLossError` when a
-                training loss is NaN or infinite (one host sync per step; ``False`` skips the check).
+                training loss is NaN or infinite; no optimizer steps on it or after it, and finding it never makes a
+                step wait for the device (``False`` skips the check).
             compile: compile the encoder and the decoder with ``torch.compile`` (``True``, or a dict of its
                 arguments, e.g. ``{mode: max-autotune}``) once, at set-up (see :mod:`lightning_gen.modules.compile`).
         """
@@ -241,7 +242,8 @@ class Autoencoder(_LatentVariableModule):
         self._code_sums = None
 
     def on_train_epoch_end(self) -> None:
-        """Fix the latent Gaussian from this epoch's codes, pooled over all ranks."""
+        """Fix the latent Gaussian from this epoch's codes, pooled over all ranks (after the finite-loss check)."""
+        super().on_train_epoch_end()
         d = self.latent_dim
         local = self._code_sums or [torch.zeros(d, dtype=torch.float64, device=self.device),
                                     torch.zeros(d, d, dtype=torch.float64, device=self.device),
@@ -382,7 +384,8 @@ class VAE(_LatentVariableModule):
             optimizer: callable building the optimizer (default Adam(1e-3)).
             scheduler: optional LR scheduler, stepped after every optimizer step.
             detect_non_finite: stop training with :class:`~lightning_gen.modules.base.NonFiniteLossError` when a
-                training loss is NaN or infinite (one host sync per step; ``False`` skips the check).
+                training loss is NaN or infinite; no optimizer steps on it or after it, and finding it never makes a
+                step wait for the device (``False`` skips the check).
             compile: compile the encoder and the decoder with ``torch.compile`` (``True``, or a dict of its
                 arguments, e.g. ``{mode: max-autotune}``) once, at set-up (see :mod:`lightning_gen.modules.compile`).
         """

@@ -19,7 +19,9 @@ from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
+from lightning_gen.checks import value_checks
 from lightning_gen.modules.compile import CompileOption, compile_nets, compile_options
+from lightning_gen.modules.finite import FiniteLossGuard, NonFiniteLoss
 from lightning_gen.schedulers import fit_schedule_to_run
 
 __all__ = [
@@ -58,7 +60,11 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 class NonFiniteLossError(FloatingPointError, RuntimeError):
-    """Raised on every rank when a training loss becomes NaN or infinite, before any optimizer steps on it.
+    """Raised on every rank when a training loss became NaN or infinite; no optimizer stepped on it or after it.
+
+    Found without waiting for the device (:mod:`lightning_gen.modules.finite`): raised at once on a batch that logs
+    or starts an epoch, else at the next such batch, at the end of the epoch or of training, or before a checkpoint
+    is written, whichever comes first; the message names the step whose loss was non-finite.
 
     A :class:`FloatingPointError` (what the likelihood families raised before) and a :class:`RuntimeError` (what
     the adversarial ones raised), so existing ``except`` clauses of either kind keep working.
@@ -95,6 +101,10 @@ class GenerativeModule(L.LightningModule):
     def __init__(self) -> None:
         super().__init__()
         self._rng_restored = False
+        self._finite_guard = FiniteLossGuard(self._raise_non_finite)
+        self._sync_free_batch = False  # in a training batch that neither starts an epoch nor logs
+        self._logging_batch = False
+        self._epoch_starting = True
 
     def nets_to_compile(self) -> list[torch.nn.Module]:
         """The nets the ``compile`` option compiles (each family's base names its trained nets)."""
@@ -112,13 +122,73 @@ class GenerativeModule(L.LightningModule):
         raise NotImplementedError(f"{type(self).__name__} must implement sample(num_samples, generator=None)")
 
     def log_training(self, logs: dict[str, Any], batch_size: int) -> None:
-        """Log a training batch's values; those named in ``progress_bar_keys`` also go on the progress bar."""
+        """Log a training batch's values; those named in ``progress_bar_keys`` also go on the progress bar.
+
+        The values are copied to the host in one transfer (the logging batch's one wait for the device): Lightning
+        reads the progress-bar values on the host after every batch, which would wait for the device at every batch
+        if they stayed there.
+        """
+        logs = _on_host(logs)
         bar = {k: v for k, v in logs.items() if k in self.progress_bar_keys}
         if bar:
             self.log_dict(bar, prog_bar=True, batch_size=batch_size)
         rest = {k: v for k, v in logs.items() if k not in bar}
         if rest:
             self.log_dict(rest, batch_size=batch_size)
+
+    def should_log(self, batch_idx: int) -> bool:
+        """Whether training batch ``batch_idx`` logs its values: the batches on which Lightning writes step values to
+        the loggers (every ``trainer.log_every_n_steps`` steps), and the last batch of each epoch (so the values at an
+        epoch's end are that batch's). None when ``log_every_n_steps`` is 0.
+
+        Lightning's per-call logging costs about 1 ms per key on a CPU, as much as a toy training step, and logging
+        copies the values to the host (a wait for the device), so the other batches log nothing.
+        """
+        trainer = self.trainer
+        if trainer.log_every_n_steps <= 0:
+            return False
+        return batch_idx + 1 == trainer.num_training_batches or trainer._logger_connector.should_update_logs
+
+    @property
+    def synchronous_checks(self) -> bool:
+        """Whether checks that wait for the device run now: value checks (label, timestep and data ranges; see
+        :mod:`lightning_gen.checks`) and the finite-loss check at once. Always, except in the training batches that
+        neither start an epoch nor log (:meth:`should_log`), whose steps never wait for the device."""
+        return not self._sync_free_batch
+
+    @contextmanager
+    def deferred_value_checks(self) -> Iterator[None]:
+        """Around a training step's computation: in a batch that neither starts an epoch nor logs, turn off the
+        value checks that wait for the device (elsewhere they stay as they are)."""
+        if self._sync_free_batch:
+            with value_checks(False):
+                yield
+        else:
+            yield
+
+    def watch_loss(self, loss: Tensor, info: Any) -> None:
+        """Record a training loss for the finite-loss check (``info`` names it in the error): checked at once where
+        :attr:`synchronous_checks`, else on the device, the steps after a non-finite loss becoming no-ops and the
+        error raised at the next batch that logs or starts an epoch, the epoch's end, the end of training, or before
+        the next checkpoint (see :mod:`lightning_gen.modules.finite`)."""
+        self._finite_guard.record(loss, info)
+        if self.synchronous_checks:
+            self._finite_guard.check()
+
+    def check_non_finite(self) -> None:
+        """Wait for the device and raise :class:`NonFiniteLossError` if a training loss recorded since the last check
+        was NaN or infinite (collective under DDP)."""
+        self._finite_guard.check()
+
+    def non_finite_error(self, found: NonFiniteLoss) -> NonFiniteLossError:
+        """The error for the first non-finite training loss; families word it with their own advice."""
+        return NonFiniteLossError(
+            f"{type(self).__name__}: a training loss became {found.value} ({found.info}); no optimizer stepped on it "
+            f"or after it.{self._checkpoint_hint()}"
+        )
+
+    def _raise_non_finite(self, found: NonFiniteLoss) -> None:
+        raise self.non_finite_error(found)
 
     def save_init_hyperparameters(
         self, objects: Sequence[str] = (), pinned: Sequence[str] = (), frame: Optional[Any] = None
@@ -145,7 +215,9 @@ class GenerativeModule(L.LightningModule):
     # -- exact resume -------------------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Store every rank's RNG state (collective under DDP: all ranks take part in checkpointing) and the trainer's
-        :func:`trainer_settings`."""
+        :func:`trainer_settings`; first raise :class:`NonFiniteLossError` for a non-finite training loss not yet
+        reported, so no checkpoint is written after one."""
+        self.check_non_finite()
         state = _rng_state()
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             states: list[Any] = [None] * dist.get_world_size()
@@ -206,6 +278,7 @@ class GenerativeModule(L.LightningModule):
             combined = getattr(self.trainer.fit_loop, "_combined_loader", None)
             for loader in getattr(combined, "flattened", None) or []:
                 _set_sampler_epoch(loader, self.trainer.current_epoch)
+        self._epoch_starting = True
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> Optional[int]:
         """Skip the batch Lightning runs past an epoch's end when resuming from a checkpoint written at that end.
@@ -213,6 +286,9 @@ class GenerativeModule(L.LightningModule):
         Lightning 2.x restarts such an epoch, finds validation "not yet run" and trains one more batch (from a fresh
         iterator) before ending it; returning -1 ends the epoch instead, as the uninterrupted run did. Subclasses that
         override this hook must return ``super().on_train_batch_start(batch, batch_idx)`` when it is -1.
+
+        Also decides whether the batch logs (:meth:`should_log`) and whether its step may wait for the device
+        (:attr:`synchronous_checks`: only when it logs or starts the epoch).
         """
         progress = self.trainer.fit_loop.epoch_loop.batch_progress.current
         if progress.ready > self.trainer.num_training_batches:
@@ -233,10 +309,31 @@ class GenerativeModule(L.LightningModule):
                 "(training itself is unaffected). Checkpoints written at epoch ends resume exactly."
             )
         self._rng_pending = None  # training has started from the restored state; nothing to redo
+        self._logging_batch = self.should_log(batch_idx)
+        self._sync_free_batch = not (self._epoch_starting or self._logging_batch)
+        self._epoch_starting = False
         return None
 
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """End the batch's exemption from the checks that wait for the device."""
+        self._sync_free_batch = self._logging_batch = False
+
+    def on_train_epoch_end(self) -> None:
+        """Raise :class:`NonFiniteLossError` for a non-finite training loss of the epoch not yet reported (before the
+        epoch-end checkpoint). Subclasses that override this hook must call ``super().on_train_epoch_end()``."""
+        self._sync_free_batch = False
+        self.check_non_finite()
+
+    def on_train_end(self) -> None:
+        """Raise :class:`NonFiniteLossError` for a non-finite training loss not yet reported."""
+        self._sync_free_batch = False
+        self.check_non_finite()
+
     def on_train_start(self) -> None:
-        """On a fresh multi-process fit, give each rank its own noise stream."""
+        """On a fresh multi-process fit, give each rank its own noise stream; start the finite-loss check afresh."""
+        self._finite_guard.reset()
+        self._sync_free_batch = self._logging_batch = False
+        self._epoch_starting = True
         if self.trainer.world_size > 1 and not self._rng_restored:
             # Lightning seeds every rank alike; without an offset all ranks would draw the same noise.
             torch.manual_seed((torch.initial_seed() + 1_000_003 * self.global_rank) % 2**63)
@@ -272,6 +369,21 @@ def eval_mode(*nets: torch.nn.Module) -> Iterator[None]:
             net.train(mode)
 
 
+def _on_host(logs: dict[str, Any]) -> dict[str, Any]:
+    """``logs`` with every number and one-element tensor as a host (CPU) tensor of its dtype (floats as the default
+    dtype), moved in one transfer."""
+    tensors = {k: v for k, v in logs.items() if isinstance(v, Tensor) and v.numel() == 1}
+    out = dict(logs)
+    if tensors:
+        host = torch.cat([v.detach().reshape(1).to(torch.float64) for v in tensors.values()]).cpu()
+        for (key, value), number in zip(tensors.items(), host):
+            out[key] = number.to(value.dtype)
+    for key, value in logs.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[key] = torch.tensor(float(value), dtype=torch.get_default_dtype())
+    return out
+
+
 def batch_data(batch: Any) -> Tensor:
     """The data tensor of a batch: the batch itself, or the first item of a ``(data, labels)`` batch."""
     data = batch[0] if isinstance(batch, (list, tuple)) else batch
@@ -286,9 +398,10 @@ class SingleObjectiveModule(GenerativeModule):
     per-step learning-rate scheduler, and stops with a clear error on a non-finite loss.
 
     Subclasses call :meth:`_init_objective` from ``__init__`` and implement ``training_loss(data) -> (loss, logs)``.
-    ``detect_non_finite=False`` (a constructor argument of every family, so settable from YAML; or set on the class
-    or instance) skips the finite-loss check, one host sync per step. The logged terms named in
-    ``progress_bar_keys`` (``train/loss``) also go on the progress bar.
+    The finite-loss check never makes a step wait for the device (see :meth:`watch_loss`); ``detect_non_finite=False``
+    (a constructor argument of every family, so settable from YAML; or set on the class or instance) turns it off. The
+    terms are logged on the batches :meth:`should_log` names; those named in ``progress_bar_keys`` (``train/loss``)
+    also go on the progress bar.
 
     Mixed precision (``Trainer(precision="bf16-mixed" | "16-mixed")``): Lightning runs ``training_step`` under
     ``torch.autocast``; subclasses cast their nets' outputs to float32 (:func:`lightning_gen.precision.full_precision`)
@@ -330,27 +443,58 @@ class SingleObjectiveModule(GenerativeModule):
         raise NotImplementedError(f"{type(self).__name__} must implement training_loss(data)")
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
-        """Minimize :meth:`training_loss`; its terms are logged as ``train/<name>``."""
+        """Minimize :meth:`training_loss`; its terms are logged as ``train/<name>`` on logging batches."""
         data = batch_data(batch)
-        loss, logs = self.training_loss(data)
-        if self.detect_non_finite and not self._all_finite(loss):
-            raise NonFiniteLossError(
-                f"{type(self).__name__}: the training loss is {float(loss.detach())} at step {self.global_step} (batch "
-                f"{batch_idx}), before any optimizer step on it; lower the learning rate or enable gradient clipping "
-                f"(`--trainer.gradient_clip_val 1.0`, i.e. `gradient_clip_val` under `trainer:`), and check the data "
-                f"for NaN/inf.{self._checkpoint_hint()} "
-                "(`detect_non_finite=False` turns this check off.)"
-            )
-        self.log_training({f"train/{k}": v for k, v in logs.items()}, data.shape[0])
+        with self.deferred_value_checks():
+            loss, logs = self.training_loss(data)
+        if self.detect_non_finite:
+            self.watch_loss(loss, (self.global_step, batch_idx))
+        if self._logging_batch:
+            self.log_training({f"train/{k}": v for k, v in logs.items()}, data.shape[0])
         return loss
 
+    def non_finite_error(self, found: NonFiniteLoss) -> NonFiniteLossError:
+        """The error naming the step and batch of the first non-finite training loss, with advice."""
+        step, batch_idx = found.info
+        later = "" if self._trainer is None or step == self.global_step else (
+            f" or on any later loss (found at step {self.global_step}: the losses are checked on the device and read "
+            "at logging batches, epoch ends and checkpoints)")
+        return NonFiniteLossError(
+            f"{type(self).__name__}: the training loss became {found.value} at step {step} (batch {batch_idx}); no "
+            f"optimizer stepped on it{later}; lower the learning rate or enable gradient clipping "
+            f"(`--trainer.gradient_clip_val 1.0`, i.e. `gradient_clip_val` under `trainer:`), and check the data "
+            f"for NaN/inf.{self._checkpoint_hint()} (`detect_non_finite=False` turns this check off.)"
+        )
 
-    def _all_finite(self, loss: Tensor) -> bool:
-        # every rank decides alike, so they all stop together instead of one waiting in the gradient all-reduce
-        finite = bool(torch.isfinite(loss))
-        if self._trainer is not None and self.trainer.world_size > 1:
-            finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
-        return finite
+    def _loss_scaled(self) -> bool:
+        """Whether a ``GradScaler`` (``16-mixed``) steps the optimizer."""
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+        return scaler is not None and scaler.is_enabled()
+
+    def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None) -> None:
+        """Step the optimizer (the closure runs the training step and the backward inside); after a non-finite
+        training loss the step leaves the parameters and the optimizer's state exactly as they were, without
+        waiting for the device (:mod:`lightning_gen.modules.finite`). Subclasses that override this hook must call
+        ``super().optimizer_step(...)``."""
+        if not self.detect_non_finite:
+            super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+            return
+        with self._finite_guard.step(getattr(optimizer, "optimizer", optimizer), scaled=self._loss_scaled()):
+            super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+
+    def on_after_backward(self) -> None:
+        """Under a ``GradScaler``, make it skip the step after a non-finite loss (it checks the gradients before
+        unscaling them, so the flag is folded into one gradient here)."""
+        super().on_after_backward()
+        if self.detect_non_finite and self._loss_scaled():
+            self._finite_guard.poison(self.parameters())
+
+    def on_before_optimizer_step(self, optimizer: Any) -> None:
+        """Bring the finite-loss flag up to date before the update (a fused optimizer reads it in its kernel).
+        Subclasses that override this hook must call ``super().on_before_optimizer_step(optimizer)``."""
+        super().on_before_optimizer_step(optimizer)
+        if self.detect_non_finite and not self._loss_scaled():
+            self._finite_guard.update_skip()
 
     def steps_in_run(self) -> int:
         """Optimizer steps over the whole fit: Lightning's ``estimated_stepping_batches`` (``max_steps``, or

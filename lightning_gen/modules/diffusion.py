@@ -71,7 +71,8 @@ class DDPM(SingleObjectiveModule):
             optimizer: callable building the optimizer (default Adam(2e-4), Ho et al. 2020).
             scheduler: optional learning-rate scheduler, stepped after every optimizer step.
             detect_non_finite: stop training with :class:`~lightning_gen.modules.base.NonFiniteLossError` when a
-                training loss is NaN or infinite (one host sync per step; ``False`` skips the check).
+                training loss is NaN or infinite; no optimizer steps on it or after it, and finding it never makes a
+                step wait for the device (``False`` skips the check).
             compile: compile the denoiser (not its EMA copy) with ``torch.compile`` (``True``, or a dict of its
                 arguments, e.g. ``{mode: max-autotune}``) once, at set-up (see :mod:`lightning_gen.modules.compile`).
         """

@@ -76,7 +76,8 @@ class RealNVP(SingleObjectiveModule):
             optimizer: callable building the optimizer (default Adam(1e-3)).
             scheduler: optional LR scheduler, stepped after every optimizer step.
             detect_non_finite: stop training with :class:`~lightning_gen.modules.base.NonFiniteLossError` when a
-                training loss is NaN or infinite (one host sync per step; ``False`` skips the check).
+                training loss is NaN or infinite; no optimizer steps on it or after it, and finding it never makes a
+                step wait for the device (``False`` skips the check).
             compile: compile the flow with ``torch.compile`` (``True``, or a dict of its arguments, e.g.
                 ``{mode: max-autotune}``) once, at set-up: its forward, which training and :meth:`log_prob` use
                 (``inverse``, for sampling, stays eager; see :mod:`lightning_gen.modules.compile`).

@@ -45,6 +45,7 @@ class _ParameterAverage(nn.Module):
         for i, p in enumerate(net.parameters()):
             self.register_buffer(f"mean_{i}", p.detach().clone().float())
         self.register_buffer("count", torch.ones((), dtype=torch.long))
+        self._count: Optional[int] = 1  # host mirror of count, so an update never waits for the device
 
     def means(self) -> list[Tensor]:
         """The running means, one per parameter of the net."""
@@ -53,8 +54,14 @@ class _ParameterAverage(nn.Module):
     @torch.no_grad()
     def update(self, net: nn.Module) -> None:
         """Fold the net's current parameters into the means."""
+        count = (int(self.count) if self._count is None else self._count) + 1  # read once after loading
         self.count += 1
-        torch._foreach_lerp_(self.means(), [p.detach().float() for p in net.parameters()], 1.0 / float(self.count))
+        self._count = count
+        torch._foreach_lerp_(self.means(), [p.detach().float() for p in net.parameters()], 1.0 / float(count))
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._count = None
 
 
 def _takes_grad_scale(fn: Callable[..., Any]) -> bool:
@@ -142,7 +149,8 @@ class GAN(AdversarialModule):
             accumulate_grad_batches: micro-batches accumulated into each critic (and generator) step.
             gradient_clip_val: clip each net's gradients before its step, after unscaling (``None``: off).
             gradient_clip_algorithm: ``norm`` or ``value``.
-            detect_non_finite: stop with :class:`NonFiniteLossError` on a NaN/inf loss (one host sync per loss).
+            detect_non_finite: stop with :class:`NonFiniteLossError` on a NaN/inf loss; no optimizer steps on it
+                or after it, and finding it never makes a step wait for the device.
             label_smoothing: one-sided label smoothing ``s``: the critic's real target becomes ``1 - s`` (0.1 gives
                 Salimans' 0.9); for the losses marked ``smoothable``.
             instance_noise: std of Gaussian noise added to every discriminator input, real and fake (data units).
@@ -411,31 +419,34 @@ class GAN(AdversarialModule):
         real, labels = self._split(batch)
         self.current_real = real
         batch_size = real.shape[0]
-        with torch.no_grad():
-            fake = self._call(self.generator, self.noise(batch_size), labels)
-        self._check_shape(fake, real)
-        loss_d, parts = self.critic_loss(real, fake, labels)
-        history = self._historical_average(self.discriminator, self.discriminator_average)
-        if history is not None:
-            parts["historical_averaging_dis"] = history.detach()
-            loss_d = loss_d + history
-        # Under a loss scaler an overflowed penalty is a scaling artefact the scaler skips; check the rest.
-        if self.gradient_scale("discriminator") is not None and "penalty" in parts:
-            # the loss without the penalty: the scaler skips the step when the penalty is inf
-            self.check_finite(parts["loss_dis_adv"] + (history.detach() if history is not None else 0.0),
-                              "discriminator")
-        else:
-            self.check_finite(loss_d, "discriminator")
-        self.player_backward("discriminator", loss_d, check_finite=False)
-        logs = {"train/loss_dis": loss_d.detach(), **{f"train/{k}": v for k, v in parts.items()}}
+        # the conditional nets' label-range check waits for the device: not in batches that neither log nor start
+        # an epoch
+        with self.deferred_value_checks():
+            with torch.no_grad():
+                fake = self._call(self.generator, self.noise(batch_size), labels)
+            self._check_shape(fake, real)
+            loss_d, parts = self.critic_loss(real, fake, labels)
+            history = self._historical_average(self.discriminator, self.discriminator_average)
+            if history is not None:
+                parts["historical_averaging_dis"] = history.detach()
+                loss_d = loss_d + history
+            # Under a loss scaler an overflowed penalty is a scaling artefact the scaler skips; check the rest.
+            if self.gradient_scale("discriminator") is not None and "penalty" in parts:
+                # the loss without the penalty: the scaler skips the step when the penalty is inf
+                self.check_finite(parts["loss_dis_adv"] + (history.detach() if history is not None else 0.0),
+                                  "discriminator")
+            else:
+                self.check_finite(loss_d, "discriminator")
+            self.player_backward("discriminator", loss_d, check_finite=False)
+            logs = {"train/loss_dis": loss_d.detach(), **{f"train/{k}": v for k, v in parts.items()}}
 
-        if self.player_step("discriminator"):
-            if self.clip_value is not None:
-                clip_weights_(self.discriminator, self.clip_value)
-            if self.discriminator_average is not None:
-                self.discriminator_average.update(self.discriminator)
-            if self.critic_steps % self.n_critic == 0:
-                logs.update(self._generator_step(real, labels))
+            if self.player_step("discriminator"):
+                if self.clip_value is not None:
+                    clip_weights_(self.discriminator, self.clip_value)
+                if self.discriminator_average is not None:
+                    self.discriminator_average.update(self.discriminator)
+                if self.critic_steps % self.n_critic == 0:
+                    logs.update(self._generator_step(real, labels))
         if self.should_log(batch_idx):
             logs["train/critic_steps"] = float(self.critic_steps)
             if self.instance_noise:

@@ -126,7 +126,8 @@ class Pix2Pix(_ImageToImageModule):
             accumulate_grad_batches: batches accumulated into each generator and discriminator step.
             gradient_clip_val: clip each player's gradients before its step, after unscaling (``None``: off).
             gradient_clip_algorithm: ``norm`` or ``value``.
-            detect_non_finite: stop with :class:`NonFiniteLossError` on a NaN/inf loss (one host sync per loss).
+            detect_non_finite: stop with :class:`NonFiniteLossError` on a NaN/inf loss; no optimizer steps on it
+                or after it, and finding it never makes a step wait for the device.
             compile: compile the generator(s) and discriminator(s) with ``torch.compile`` (``True``, or a dict of its
                 arguments) once, at set-up (see :mod:`lightning_gen.modules.compile`).
         """
@@ -278,7 +279,8 @@ class CycleGAN(_ImageToImageModule):
             accumulate_grad_batches: batches accumulated into each generator and discriminator step.
             gradient_clip_val: clip each player's gradients before its step, after unscaling (``None``: off).
             gradient_clip_algorithm: ``norm`` or ``value``.
-            detect_non_finite: stop with :class:`NonFiniteLossError` on a NaN/inf loss (one host sync per loss).
+            detect_non_finite: stop with :class:`NonFiniteLossError` on a NaN/inf loss; no optimizer steps on it
+                or after it, and finding it never makes a step wait for the device.
             compile: compile the generator(s) and discriminator(s) with ``torch.compile`` (``True``, or a dict of its
                 arguments) once, at set-up (see :mod:`lightning_gen.modules.compile`).
         """

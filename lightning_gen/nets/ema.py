@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import copy
-from typing import Any, Union
+from typing import Any, Optional
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 __all__ = ["ExponentialMovingAverage"]
 
@@ -29,32 +29,38 @@ class ExponentialMovingAverage(nn.Module):
         self.decay = float(decay)
         self.warmup = warmup
         self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
+        self._updates: Optional[int] = 0  # host mirror of num_updates (None: read it at the next update)
 
     def current_decay(self) -> float:
-        """The decay the next :meth:`update` will use."""
-        n = int(self.num_updates)
-        return min(self.decay, (1.0 + n) / (10.0 + n)) if self.warmup else self.decay
+        """The decay the next :meth:`update` will use (reads ``num_updates``, which waits for the device)."""
+        self._updates = int(self.num_updates)
+        return self._decay(self._updates)
 
-    def _step_weight(self) -> Union[float, Tensor]:
-        """``1 - decay`` of the next update; with ``warmup`` a device tensor computed from ``num_updates`` on the
-        device (reading the count on the host would wait for the device at every update)."""
-        if not self.warmup:
-            return 1.0 - self.decay
-        n = self.num_updates.to(torch.float64)
-        return 1.0 - torch.clamp((1.0 + n) / (10.0 + n), max=self.decay)
+    def _decay(self, n: int) -> float:
+        return min(self.decay, (1.0 + n) / (10.0 + n)) if self.warmup else self.decay
 
     @torch.no_grad()
     def update(self, net: nn.Module) -> None:
-        """Move the average towards ``net``'s current parameters and copy its buffers (without waiting for the
-        device)."""
+        """Move the average towards ``net``'s current parameters and copy its buffers.
+
+        The update count is mirrored on the host (read from ``num_updates`` once after the average is loaded, or by
+        :meth:`current_decay`), so an update never waits for the device."""
+        if self._updates is None:
+            self._updates = int(self.num_updates)
+        decay = self._decay(self._updates)
         ema_params = list(self.module.parameters())
         params = [p.detach() for p in net.parameters()]
         if len(ema_params) != len(params):
             raise ValueError("ExponentialMovingAverage.update got a net with a different architecture")
-        torch._foreach_lerp_(ema_params, params, self._step_weight())
+        torch._foreach_lerp_(ema_params, params, 1.0 - decay)
         for ema_buffer, buffer in zip(self.module.buffers(), net.buffers()):
             ema_buffer.copy_(buffer)
         self.num_updates += 1
+        self._updates += 1
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._updates = None  # read the loaded count at the next update
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         """Run the averaged network."""
