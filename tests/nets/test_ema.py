@@ -48,3 +48,19 @@ def test_buffers_are_copied_and_forward_runs_the_average():
 def test_bad_decay_is_named():
     with pytest.raises(ValueError, match="decay"):
         ExponentialMovingAverage(nn.Linear(1, 1), decay=1.0)
+
+
+def test_an_update_after_loading_uses_the_loaded_count():
+    # the count is mirrored on the host (updates never read the device); loading a state dict re-reads it
+    net = nn.Linear(2, 1)
+    trained = ExponentialMovingAverage(net, decay=0.999)
+    for _ in range(90):
+        trained.update(net)
+    fresh = ExponentialMovingAverage(net, decay=0.999)
+    fresh.load_state_dict(trained.state_dict())
+    with torch.no_grad():
+        net.weight.add_(1.0)
+    expected = 91 / 100 * fresh.module.weight.detach() + 9 / 100 * net.weight.detach()
+    fresh.update(net)
+    assert_close(fresh.module.weight, expected)
+    assert int(fresh.num_updates) == 91

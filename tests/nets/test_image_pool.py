@@ -113,3 +113,33 @@ def test_shape_change_raises():
     pool.query(torch.zeros(2, 3, 8, 8))
     with pytest.raises(ValueError, match="one pool per image shape"):
         pool.query(torch.zeros(2, 3, 16, 16))
+
+
+def _one_by_one(pool: list[torch.Tensor], count: int, size: int, images: torch.Tensor, gen: torch.Generator):
+    """The pool's rule image by image (the loop the vectorized query replaced): (returned batch, new count)."""
+    keep_new = torch.rand((images.shape[0],), generator=gen) < 0.5
+    slots = torch.randint(0, size, (images.shape[0],), generator=gen)
+    out = images.clone()
+    for i in range(images.shape[0]):
+        if count < size:
+            pool[count] = images[i]
+            count += 1
+        elif not bool(keep_new[i]):
+            j = int(slots[i])
+            out[i], pool[j] = pool[j], images[i]
+    return out, count
+
+
+@pytest.mark.parametrize("size", [1, 3, 5])
+def test_the_vectorized_query_gives_what_the_image_by_image_rule_gives(size):
+    # small pools and batches up to 7 images: batches that cross the filling, and slots drawn twice in one batch
+    pool, reference, count = ImagePool(size), [torch.zeros(1, 2, 2)] * size, 0
+    g1, g2 = torch.Generator().manual_seed(size), torch.Generator().manual_seed(size)
+    start = 0
+    for step in range(12):
+        n = 1 + (3 * step + size) % 7
+        out = pool.query(_ids(start, n), generator=g1)
+        expected, count = _one_by_one(reference, count, size, _ids(start, n), g2)
+        assert _values(out) == _values(expected)
+        assert _values(pool.images) == _values(torch.stack(reference)) and int(pool.num_stored) == count
+        start += n
