@@ -123,13 +123,20 @@ def check_labels(labels: Tensor | None, num_classes: int, batch_size: int, net: 
     if labels.shape != (batch_size,):
         raise ValueError(f"{net} needs labels of shape ({batch_size},) (one per sample), got {tuple(labels.shape)}")
     if batch_size > 0 and value_checks_enabled():
-        lo, hi = int(labels.min()), int(labels.max())
-        if lo < 0 or hi >= num_classes:
-            raise ValueError(
-                f"{net} was built with num_classes={num_classes}, so labels must lie in [0, {num_classes}); "
-                f"got values in [{lo}, {hi}]. Set num_classes to the number of classes in your data"
-            )
+        _check_label_range(labels, num_classes, net)
     return labels.long()
+
+
+@torch.compiler.disable
+def _check_label_range(labels: Tensor, num_classes: int, net: str) -> None:
+    # never traced by torch.compile: traced, the host read would specialize the compiled net on the batch's smallest
+    # and largest label, compiling it again for each new pair
+    lo, hi = int(labels.min()), int(labels.max())
+    if lo < 0 or hi >= num_classes:
+        raise ValueError(
+            f"{net} was built with num_classes={num_classes}, so labels must lie in [0, {num_classes}); "
+            f"got values in [{lo}, {hi}]. Set num_classes to the number of classes in your data"
+        )
 
 
 def check_images(x: Tensor, image_shape: tuple[int, int, int], net: str) -> None:
