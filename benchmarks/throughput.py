@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import inspect
 import itertools
 import os
 import statistics
@@ -258,7 +257,7 @@ def variants(family: str, device: str, requested: list[str], scratch: Path) -> d
     if "bf16" in requested:
         runs["bf16"] = lambda steps: trainer_run(copy.deepcopy(model0), loader, steps, device, "bf16-mixed", log_every)
     if "compiled" in requested:
-        if "compile" in inspect.signature(type(model0).__init__).parameters:
+        if hasattr(model0, "nets_to_compile"):  # every GenerativeModule (the named games take it via **kwargs)
             compiled = build(RECIPES[family], device, *overrides, "--model.compile=true").model
             compiled.load_state_dict(model0.state_dict())
             runs["compiled"] = lambda steps: trainer_run(copy.deepcopy(compiled), loader, steps, device, "32-true",
