@@ -138,16 +138,12 @@ class GenerativeModule(L.LightningModule):
 
     def should_log(self, batch_idx: int) -> bool:
         """Whether training batch ``batch_idx`` logs its values: the batches on which Lightning writes step values to
-        the loggers (every ``trainer.log_every_n_steps`` steps), and the last batch of each epoch (so the values at an
-        epoch's end are that batch's). None when ``log_every_n_steps`` is 0.
+        the loggers (every ``trainer.log_every_n_steps`` steps; none when it is 0).
 
         Lightning's per-call logging costs about 1 ms per key on a CPU, as much as a toy training step, and logging
         copies the values to the host (a wait for the device), so the other batches log nothing.
         """
-        trainer = self.trainer
-        if trainer.log_every_n_steps <= 0:
-            return False
-        return batch_idx + 1 == trainer.num_training_batches or trainer._logger_connector.should_update_logs
+        return self.trainer.log_every_n_steps > 0 and self.trainer._logger_connector.should_update_logs
 
     @property
     def synchronous_checks(self) -> bool:

@@ -116,7 +116,7 @@ def test_validation_and_test_log_nll_and_bits_per_dim(tiny_trainer_kwargs):
     images = (torch.randint(0, 256, (16, 1, 8, 8)).float() / 255) * 2 - 1
     loader = DataLoader(TensorDataset(images, torch.zeros(16, dtype=torch.long)), batch_size=8)
     model = RealNVP(ImageRealNVP(1, 8, num_scales=2, hidden_channels=4, num_blocks=1), dequantize=True)
-    trainer = L.Trainer(max_steps=2, limit_val_batches=1, **tiny_trainer_kwargs)
+    trainer = L.Trainer(max_steps=2, limit_val_batches=1, log_every_n_steps=1, **tiny_trainer_kwargs)
     trainer.fit(model, loader, loader)
     logged = trainer.callback_metrics
     assert {"train/nll", "train/bits_per_dim", "val/nll", "val/bits_per_dim"} <= set(logged)
