@@ -21,7 +21,7 @@ from torch import Tensor
 
 from lightning_gen.checks import value_checks
 from lightning_gen.modules.compile import CompileOption, compile_nets, compile_options
-from lightning_gen.modules.finite import FiniteLossGuard, NonFiniteLoss
+from lightning_gen.modules.finite import FiniteLossGuard, NonFiniteLoss, reads_for_free
 from lightning_gen.schedulers import fit_schedule_to_run
 
 __all__ = [
@@ -164,11 +164,11 @@ class GenerativeModule(L.LightningModule):
 
     def watch_loss(self, loss: Tensor, info: Any) -> None:
         """Record a training loss for the finite-loss check (``info`` names it in the error): checked at once where
-        :attr:`synchronous_checks`, else on the device, the steps after a non-finite loss becoming no-ops and the
-        error raised at the next batch that logs or starts an epoch, the epoch's end, the end of training, or before
-        the next checkpoint (see :mod:`lightning_gen.modules.finite`)."""
+        :attr:`synchronous_checks` or on a CPU (where reading it waits for nothing), else on the device, the steps
+        after a non-finite loss becoming no-ops and the error raised at the next batch that logs or starts an epoch,
+        the epoch's end, the end of training, or before the next checkpoint (see :mod:`lightning_gen.modules.finite`)."""
         self._finite_guard.record(loss, info)
-        if self.synchronous_checks:
+        if self.synchronous_checks or reads_for_free(loss.device):
             self._finite_guard.check()
 
     def check_non_finite(self) -> None:

@@ -19,6 +19,10 @@ without reading the flag on the host:
 anyway -- logging batches, the first batch of each epoch, the end of each epoch and of training, and before writing a
 checkpoint -- and it hands the first non-finite loss, with what the module recorded about it, to ``on_error``, which
 raises. Under DDP the flag is reduced over the processes, so every process skips the same steps and raises together.
+
+On a device whose memory the host reads without waiting for a queue (:data:`HOST_READABLE_DEVICES`: the CPU), there is
+nothing to save: the modules check every loss at once (the error is raised before any step on it), and guarded steps
+keep no copies.
 """
 
 from __future__ import annotations
@@ -33,7 +37,10 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-__all__ = ["FiniteLossGuard", "NonFiniteLoss"]
+__all__ = ["FiniteLossGuard", "NonFiniteLoss", "HOST_READABLE_DEVICES", "reads_for_free"]
+
+#: Device types whose tensors the host reads at no cost (no queue to wait for): checked at once, steps not guarded.
+HOST_READABLE_DEVICES: frozenset[str] = frozenset({"cpu"})
 
 _NONE = math.inf  # the flag's value while every recorded loss is finite
 _MAX_PENDING = 10_000  # recorded losses before a check is forced (bounds the host memory between checks)
@@ -46,6 +53,11 @@ class NonFiniteLoss:
 
     value: str
     info: Any
+
+
+def reads_for_free(device: torch.device) -> bool:
+    """Whether reading a tensor on ``device`` from the host waits for nothing (see :data:`HOST_READABLE_DEVICES`)."""
+    return device.type in HOST_READABLE_DEVICES
 
 
 def _distributed() -> bool:
@@ -154,10 +166,11 @@ class FiniteLossGuard:
         """Around one optimizer step (the ``optimizer.step()`` call, a closure included): when the flag is set by the
         end of the step, the step leaves the parameters and ``optimizer.state`` exactly as they were.
 
-        ``scaled``: a ``GradScaler`` steps this optimizer, and :meth:`poison` makes it skip (nothing to do here).
+        ``scaled``: a ``GradScaler`` steps this optimizer, and :meth:`poison` makes it skip (nothing to do here). On a
+        device the host reads for free, losses are checked as they come, so there is nothing to guard either.
         """
         params = [p for group in optimizer.param_groups for p in group["params"]]
-        if scaled or not params:
+        if scaled or not params or reads_for_free(params[0].device):
             yield
             return
         device = params[0].device

@@ -12,6 +12,9 @@ longer than the run, so no batch in the window logs or starts an epoch.
 Exempt: the ``step`` counters of non-capturable optimizers, which torch keeps on the host by design when the
 parameters are on a GPU (reading them never waits for the device; on this CPU-only machine they look like any other
 tensor).
+
+On a CPU the finite-loss check reads every loss at once (it waits for nothing there); every test here but the last
+one takes the path an accelerator takes (``HOST_READABLE_DEVICES`` emptied), which this CPU-only machine can run.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from lightning_gen import (
     RealNVP,
 )
 from lightning_gen.losses import AdversarialLoss, nonsaturating_loss_dis, nonsaturating_loss_gen
+from lightning_gen.modules import finite
 from lightning_gen.modules.finite import FiniteLossGuard, NonFiniteLoss
 from lightning_gen.nets import (
     DCGANDiscriminator,
@@ -58,6 +62,12 @@ from lightning_gen.nets import (
     ResnetGenerator,
     UNetGenerator,
 )
+
+@pytest.fixture(autouse=True)
+def accelerator_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Treat the CPU like an accelerator: no device is read for free, so the finite-loss flag stays on the device."""
+    monkeypatch.setattr(finite, "HOST_READABLE_DEVICES", frozenset())
+
 
 _PYTHON_SYNCS = ("item", "tolist", "cpu", "numpy", "__bool__", "__int__", "__float__", "__index__", "__complex__",
                  "__array__")
@@ -540,3 +550,16 @@ def test_likelihood_families_log_on_lightnings_logging_batches_as_host_tensors(t
     changed = [i for i in range(3, 20) if i == 3 or not torch.equal(values[i], values[i - 1])]
     assert changed == [3, 7, 11, 15, 19]  # every 4th step, across the epochs (10 batches each)
     assert all(v.device.type == "cpu" for v in values[3:])
+
+
+def test_on_a_cpu_the_check_reads_each_loss_at_once_and_keeps_no_copies(monkeypatch, tmp_path):
+    monkeypatch.setattr(finite, "HOST_READABLE_DEVICES", frozenset({"cpu"}))
+    torch.manual_seed(0)
+    model = _vae_gaussian(OPTIMIZERS["adam"])
+    snaps = Snapshots()
+    trainer = _quiet_trainer(tmp_path, max_steps=20, callbacks=[snaps], log_every_n_steps=3)
+    with pytest.raises(NonFiniteLossError, match=r"became nan at step 4 \(batch 4\); no optimizer stepped on it; "):
+        trainer.fit(model, _poisoned_toy(nan_batch=4))
+    assert sorted(snaps.after) == [0, 1, 2, 3] and trainer.global_step == 4  # raised before batch 4's step
+    _assert_same((model.state_dict(), _optimizer_states(trainer)), snaps.after[3])
+    assert model._finite_guard._buffers == {}
