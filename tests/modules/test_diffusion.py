@@ -182,7 +182,8 @@ def _toy_loader(n: int = 96, batch: int = 16) -> DataLoader:
 def test_fit_updates_ema_per_optimizer_step_logs_losses_and_reloads(tiny_trainer_kwargs, tmp_path):
     torch.manual_seed(0)
     model = DDPM(MLPDenoiser(2, (16, 16), 8), num_timesteps=30, ema_decay=0.9)
-    trainer = L.Trainer(max_steps=3, accumulate_grad_batches=2, limit_val_batches=2, **tiny_trainer_kwargs)
+    trainer = L.Trainer(max_steps=3, accumulate_grad_batches=2, limit_val_batches=2, log_every_n_steps=1,
+                        **tiny_trainer_kwargs)
     trainer.fit(model, _toy_loader(), _toy_loader(32))
     assert trainer.global_step == 3 and int(model.denoiser_ema.num_updates) == 3  # optimizer steps, not batches
     assert "train/loss" in trainer.callback_metrics and "val/loss" in trainer.callback_metrics
