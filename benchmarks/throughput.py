@@ -4,11 +4,12 @@
                                     [--steps 30] [--warmup 5] [--repeats 5] [--device cpu|cuda] [--variants ...]
 
 Each family is built from its shipped recipe (``configs/...``: the same nets, optimizers, batch size and module
-features: EMA, schedules, logging cadence ``log_every_n_steps`` to a CSV logger, finite-loss checks), then timed as:
+features: EMA, schedules, image pools, logging cadence ``log_every_n_steps`` to a CSV logger, finite-loss checks), then timed as:
 
 - ``hand``: a plain loop over the recipe's own training loader with copies of the same nets and optimizers and the
-  same loss math (the likelihood families call the module's ``training_loss``; the games are written out with the
-  pure losses of ``lightning_gen.losses``), with the recipe's schedules and EMA;
+  same loss math (the likelihood families call the module's ``training_loss``, CycleGAN its ``generator_loss`` and
+  ``discriminator_loss``; the GAN games are written out with the pure losses of ``lightning_gen.losses``), with the
+  recipe's schedules and EMA;
 - ``eager``: the recipe's module under ``Trainer`` (no callbacks but a timer, no checkpoints, no validation);
 - ``compiled``: the same with ``--model.compile true`` (when the module has that option);
 - ``bf16``: the same under ``precision="bf16-mixed"``.
@@ -16,7 +17,8 @@ features: EMA, schedules, logging cadence ``log_every_n_steps`` to a CSV logger,
 Steps are generator steps for the games (``n_critic`` critic batches each) and optimizer steps otherwise. The
 variants run back to back in one process, in an order that rotates each repeat, after a warm-up; the script prints
 steps/s per repeat, then per variant the median steps/s and the median (min-max) of its per-repeat ratio to the
-hand loop. Data: ``$LIGHTNING_GEN_DATA`` (or ``--data``) must hold MNIST for the MNIST recipes.
+hand loop. Data: ``$LIGHTNING_GEN_DATA`` (or ``--data``) must hold MNIST for the MNIST recipes; CycleGAN runs at
+64 px (load 72, random crop and flip, the recipe's 4 loader workers) on random image folders.
 """
 
 from __future__ import annotations
@@ -49,7 +51,23 @@ RECIPES = {
     "vae_mnist": "configs/vae/mnist.yaml",
     "realnvp_mnist": "configs/realnvp/mnist.yaml",
     "ddpm_mnist": "configs/ddpm/mnist.yaml",
+    "cyclegan_64": "configs/cyclegan/folders.yaml",
 }
+# CycleGAN at 64 px (resize to 72, random 64 crop and flip, as the recipe at 286 -> 256) on random image folders
+CYCLEGAN_64 = ("--data.image_size=64", "--data.load_size=72", "--data.val_fraction=0")
+
+
+def _random_folders(root: Path, n: int = 64, size: int = 80) -> tuple[Path, Path]:
+    """Two folders of ``n`` random RGB images (the timing does not depend on their content)."""
+    from PIL import Image
+
+    generator = torch.Generator().manual_seed(0)
+    for name in ("A", "B"):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for k in range(n):
+            pixels = torch.randint(0, 256, (size, size, 3), dtype=torch.uint8, generator=generator)
+            Image.fromarray(pixels.numpy()).save(root / name / f"{k}.png")
+    return root / "A", root / "B"
 
 
 def build(recipe: str, device: str, *overrides: str) -> GenerativeCLI:
@@ -122,6 +140,44 @@ def hand_game(model: Any, loader: Any, steps: int, device: str) -> float:
     return steps / (time.perf_counter() - start)
 
 
+def hand_image_to_image(model: Any, loader: Any, steps: int, device: str) -> float:
+    """CycleGAN written out with the module's own loss functions: the generators' step with the discriminators
+    frozen, then the discriminators' step on pooled fakes; the recipe's optimizers and schedules. Returns steps/s."""
+    model = model.to(device)
+    model.train()
+    players = model.players
+    opt = {name: players[name].optimizer(players[name].parameters()) for name in ("generator", "discriminator")}
+    scheduler = {name: players[name].scheduler(o) if players[name].scheduler is not None else None
+                 for name, o in opt.items()}
+    for s in scheduler.values():
+        if getattr(s, "needs_run_length", False):
+            s.set_run_length(steps)
+    frozen = players["discriminator"].parameters()  # the list, taken while they all require grad
+    batches = itertools.chain.from_iterable(itertools.repeat(loader))
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        batch = next(batches)
+        a, b = batch["a"].to(device, non_blocking=True), batch["b"].to(device, non_blocking=True)
+        for p in frozen:
+            p.requires_grad_(False)
+        loss_g, _, (fake_a, fake_b) = model.generator_loss(a, b)
+        opt["generator"].zero_grad(set_to_none=True)
+        loss_g.backward()
+        opt["generator"].step()
+        for p in frozen:
+            p.requires_grad_(True)
+        loss_d, _ = model.discriminator_loss(a, b, fake_a, fake_b)
+        opt["discriminator"].zero_grad(set_to_none=True)
+        loss_d.backward()
+        opt["discriminator"].step()
+        for s in scheduler.values():
+            if s is not None:
+                s.step()
+    _sync(device)
+    return steps / (time.perf_counter() - start)
+
+
 def hand_single(model: Any, loader: Any, steps: int, device: str) -> float:
     """A likelihood family written out: ``training_loss``, backward, the optimizer step and the EMA update when the
     module keeps one. Returns optimizer steps/s."""
@@ -177,22 +233,25 @@ def trainer_run(model: Any, loader: Any, steps: int, device: str, precision: str
     return steps / (timer.end - timer.start)
 
 
-def variants(family: str, device: str, requested: list[str]) -> dict[str, Callable[[int], float]]:
+def variants(family: str, device: str, requested: list[str], scratch: Path) -> dict[str, Callable[[int], float]]:
     """The timed runs of one family: name -> run(steps) -> steps/s (each run starts from the same initial nets)."""
-    cli = build(RECIPES[family], device)
+    overrides: tuple[str, ...] = ()
+    if family == "cyclegan_64":
+        root_a, root_b = _random_folders(scratch / "cyclegan")
+        overrides = (*CYCLEGAN_64, f"--data.root_a={root_a}", f"--data.root_b={root_b}")
+    cli = build(RECIPES[family], device, *overrides)
     model0, data = cli.model, cli.datamodule
     data.prepare_data()
     data.setup("fit")
     loader = data.train_dataloader()
     log_every = cli.trainer.log_every_n_steps
-    game = hasattr(model0, "players")
+    kind = "translation" if hasattr(model0, "translate") else "game" if hasattr(model0, "players") else "single"
     runs: dict[str, Callable[[int], float]] = {}
     if "hand" in requested:
         def hand(steps: int) -> float:
             model = copy.deepcopy(model0)
-            if game:
-                return hand_game(model, loader, steps, device)
-            return hand_single(model, loader, steps, device)
+            loop = {"translation": hand_image_to_image, "game": hand_game, "single": hand_single}[kind]
+            return loop(model, loader, steps, device)
         runs["hand"] = hand
     if "eager" in requested:
         runs["eager"] = lambda steps: trainer_run(copy.deepcopy(model0), loader, steps, device, "32-true", log_every)
@@ -200,7 +259,7 @@ def variants(family: str, device: str, requested: list[str]) -> dict[str, Callab
         runs["bf16"] = lambda steps: trainer_run(copy.deepcopy(model0), loader, steps, device, "bf16-mixed", log_every)
     if "compiled" in requested:
         if "compile" in inspect.signature(type(model0).__init__).parameters:
-            compiled = build(RECIPES[family], device, "--model.compile=true").model
+            compiled = build(RECIPES[family], device, *overrides, "--model.compile=true").model
             compiled.load_state_dict(model0.state_dict())
             runs["compiled"] = lambda steps: trainer_run(copy.deepcopy(compiled), loader, steps, device, "32-true",
                                                          log_every)
@@ -228,8 +287,9 @@ def main() -> None:
     print(f"device {args.device}; {args.steps} steps x {args.repeats} repeats after {args.warmup} warm-up steps; "
           f"torch {torch.__version__}, lightning {L.__version__}, threads {torch.get_num_threads()}")
     table = []
+    scratch = Path(tempfile.mkdtemp(prefix="lightning_gen_throughput_"))
     for family in args.families:
-        runs = variants(family, args.device, args.variants)
+        runs = variants(family, args.device, args.variants, scratch)
         for run in runs.values():  # warm-up: kernels, allocator, lazy imports, compilation
             run(args.warmup)
         rates: dict[str, list[float]] = {name: [] for name in runs}
