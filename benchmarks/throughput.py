@@ -258,7 +258,7 @@ def variants(family: str, device: str, requested: list[str], scratch: Path) -> d
     if "bf16" in requested:
         runs["bf16"] = lambda steps: trainer_run(copy.deepcopy(model0), loader, steps, device, "bf16-mixed", log_every)
     if "compiled" in requested:
-        if "compile" in inspect.signature(type(model0).__init__).parameters:
+        if "compile" in inspect.signature(type(model0).__init__).parameters or hasattr(model0, "nets_to_compile"):
             compiled = build(RECIPES[family], device, *overrides, "--model.compile=true").model
             compiled.load_state_dict(model0.state_dict())
             runs["compiled"] = lambda steps: trainer_run(copy.deepcopy(compiled), loader, steps, device, "32-true",
