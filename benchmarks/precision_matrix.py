@@ -1,4 +1,5 @@
-"""Precision x strategy matrix: WGAN-GP, CycleGAN and DDPM trained briefly under 32/bf16-mixed/16-mixed, 1 device/DDP.
+"""Precision x strategy x compile matrix: WGAN-GP, CycleGAN and DDPM trained briefly under 32/bf16-mixed/16-mixed, on
+1 device and under DDP, eager and with ``compile=True``.
 
 Each short run is checked for finite parameters, finite samples of the right shape and identical parameters across
 ranks, and timed.
@@ -6,6 +7,7 @@ ranks, and timed.
     python benchmarks/precision_matrix.py                                  # on a GPU machine: the prepared check
     python benchmarks/precision_matrix.py --accelerator cpu --steps 5      # CPU smoke run (small nets, gloo DDP x2)
     python benchmarks/precision_matrix.py --models wgan_gp --precisions 16-mixed --strategies ddp --json-out rows.json
+    python benchmarks/precision_matrix.py --modes eager                    # without the compiled cells
 
 Models (random in-memory data, nothing is downloaded): ``wgan_gp`` -- `lightning_gen.WGANGP` with DCGAN-shaped nets at
 32 px, batch 64 (the gradient penalty under loss scaling); ``cyclegan`` -- `lightning_gen.CycleGAN` with tiny ResNet
@@ -25,6 +27,10 @@ model and strategy at precision 32 in this run: numbers are only comparable with
 "scale" is the final loss scale of Lightning's GradScaler (16-mixed) when the run used it, "-" when not (the GAN
 modules scale each player with a scaler of their own); it starts at 65536, halves on every step with inf/NaN
 gradients and grows only after 2000 clean steps, so in a short run each halving is one skipped optimizer step.
+"mode" is ``eager`` or ``compiled`` (the module's ``compile=True``: its nets under ``torch.compile``, the inductor
+backend); "xeager" is a compiled cell's ratio to the eager cell of the same model, precision and strategy, and
+"recompiles" the frames TorchDynamo compiled during the timed batches (0 means every graph was built in the warm-up;
+compiled cells warm up for at least 6 batches so that WGAN-GP's first generator step falls inside it).
 The exit status is 1 when any cell fails.
 """
 
@@ -47,6 +53,8 @@ import torch
 MODELS = ("wgan_gp", "cyclegan", "ddpm")
 PRECISIONS = ("32", "bf16-mixed", "16-mixed")
 STRATEGIES = ("single", "ddp")
+MODES = ("eager", "compiled")
+COMPILED_MIN_WARMUP = 6  # WGAN-GP (n_critic 5) builds its generator-step graphs in batch 5
 ROW_MARKER = "PRECISION_MATRIX_ROW "
 NO_CUDA = ("no CUDA device: this script is the prepared GPU check; run it where a GPU is present, or pass "
            "--accelerator cpu for a smoke run")
@@ -94,8 +102,9 @@ class BatchPool(torch.utils.data.Dataset):
         return self.batches[index % len(self.batches)]
 
 
-def build_model(name: str, sizes: Sizes) -> tuple[Any, list[Any], dict[str, Any]]:
-    """The module, a few random batches for it, and the keyword arguments of its ``sample()`` call."""
+def build_model(name: str, sizes: Sizes, compile: bool = False) -> tuple[Any, list[Any], dict[str, Any]]:
+    """The module (its nets compiled when ``compile``), a few random batches for it, and the keyword arguments of its
+    ``sample()`` call."""
     import lightning_gen
     from lightning_gen.nets import DCGANDiscriminator, DCGANGenerator, PatchGANDiscriminator, ResnetGenerator, UNet
 
@@ -107,7 +116,7 @@ def build_model(name: str, sizes: Sizes) -> tuple[Any, list[Any], dict[str, Any]
     if name == "wgan_gp":
         g = DCGANGenerator(latent_dim=128, image_size=32, channels=3, base_channels=sizes.gan_width)
         d = DCGANDiscriminator(image_size=32, channels=3, base_channels=sizes.gan_width, batch_norm=False)
-        return lightning_gen.WGANGP(g, d), [images(sizes.gan_batch, 32) for _ in range(8)], {}
+        return lightning_gen.WGANGP(g, d, compile=compile), [images(sizes.gan_batch, 32) for _ in range(8)], {}
     if name == "cyclegan":
         def gen() -> torch.nn.Module:
             return ResnetGenerator(3, 3, base_channels=sizes.cycle_width, num_blocks=sizes.cycle_blocks)
@@ -115,14 +124,15 @@ def build_model(name: str, sizes: Sizes) -> tuple[Any, list[Any], dict[str, Any]
         def dis() -> torch.nn.Module:
             return PatchGANDiscriminator(3, base_channels=sizes.cycle_width, num_layers=3)
 
-        model = lightning_gen.CycleGAN(gen(), gen(), dis(), dis())
+        model = lightning_gen.CycleGAN(gen(), gen(), dis(), dis(), compile=compile)
         px = sizes.cycle_size
         batches = [{"a": images(sizes.cycle_batch, px), "b": images(sizes.cycle_batch, px)} for _ in range(8)]
         return model, batches, {"a": images(sizes.num_samples, px)}
     if name == "ddpm":
         px = sizes.ddpm_size
         unet = UNet(channels=3, image_size=px, base_channels=sizes.unet_width, channel_mults=(1, 2, 2))
-        model = lightning_gen.DDPM(unet, num_timesteps=sizes.ddpm_timesteps, sampling_steps=sizes.ddpm_sampling_steps)
+        model = lightning_gen.DDPM(unet, num_timesteps=sizes.ddpm_timesteps, sampling_steps=sizes.ddpm_sampling_steps,
+                                   compile=compile)
         return model, [images(sizes.ddpm_batch, px) for _ in range(8)], {}
     raise ValueError(f"unknown model {name!r}; choose from {list(MODELS)}")
 
@@ -145,17 +155,22 @@ def _cell_callback(warmup: int, steps: int, num_samples: int, sample_kwargs: dic
     """The Lightning callback that times the batches and runs the end-of-training checks (built lazily: imports L)."""
     import lightning as L
 
+    from lightning_gen.modules.compile import compile_counts
+
     class Probe(L.Callback):
-        """Counts and times training batches; at the end checks finiteness, rank agreement and ``sample()``."""
+        """Counts and times training batches (and TorchDynamo's compiles in them); at the end checks finiteness, rank
+        agreement and ``sample()``."""
 
         def __init__(self) -> None:
             self.batches, self.start, self.end = 0, None, None
+            self.frames_at_start, self.recompiles = 0, None
             self.result: dict[str, Any] = {}
 
         def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
                                  batch_idx: int) -> None:  # noqa: D102
             if warmup == 0 and batch_idx == 0:
                 _sync(pl_module.device)
+                self.frames_at_start = compile_counts()["frames"]
                 self.start = time.perf_counter()
 
         def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
@@ -163,10 +178,12 @@ def _cell_callback(warmup: int, steps: int, num_samples: int, sample_kwargs: dic
             self.batches += 1
             if self.batches == warmup:
                 _sync(pl_module.device)
+                self.frames_at_start = compile_counts()["frames"]
                 self.start = time.perf_counter()
             elif self.batches == warmup + steps:
                 _sync(pl_module.device)
                 self.end = time.perf_counter()
+                self.recompiles = compile_counts()["frames"] - self.frames_at_start
 
         def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:  # noqa: D102
             r = self.result
@@ -209,10 +226,10 @@ def run_cell(args: argparse.Namespace) -> int:
     import lightning as L
     from lightning.pytorch.plugins.precision import MixedPrecision
 
-    model_name, precision, strategy = args.cell.split(":")
+    model_name, precision, strategy, mode = args.cell.split(":")
     sizes = SMALL if args.small else FULL
-    row: dict[str, Any] = {"model": model_name, "precision": precision, "strategy": strategy, "result": "fail",
-                           "batches_per_s": None, "skipped": None, "reason": ""}
+    row: dict[str, Any] = {"model": model_name, "precision": precision, "strategy": strategy, "mode": mode,
+                           "result": "fail", "batches_per_s": None, "skipped": None, "reason": ""}
     trainer = None
     try:
         cpu = args.accelerator == "cpu"
@@ -220,15 +237,16 @@ def run_cell(args: argparse.Namespace) -> int:
         if cpu:  # share the cores between the ranks instead of oversubscribing them
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // devices))
         L.seed_everything(0, verbose=False)
-        model, batches, sample_kwargs = build_model(model_name, sizes)
-        total = args.warmup + args.steps
+        model, batches, sample_kwargs = build_model(model_name, sizes, compile=mode == "compiled")
+        warmup = max(args.warmup, COMPILED_MIN_WARMUP) if mode == "compiled" else args.warmup
+        total = warmup + args.steps
         loader = torch.utils.data.DataLoader(BatchPool(batches, total * devices), batch_size=None, shuffle=False,
                                              pin_memory=not cpu)
         precision_kwargs: dict[str, Any] = {"precision": precision}
         if cpu and precision == "16-mixed":  # Lightning turns 16-mixed into bf16-mixed on CPU unless told this way
             precision_kwargs = {"plugins": [MixedPrecision("16-mixed", device="cpu",
                                                            scaler=torch.amp.GradScaler("cpu"))]}
-        probe = _cell_callback(args.warmup, args.steps, sizes.num_samples, sample_kwargs)
+        probe = _cell_callback(warmup, args.steps, sizes.num_samples, sample_kwargs)
         trainer = L.Trainer(
             accelerator=args.accelerator, devices=devices, strategy="ddp" if strategy == "ddp" else "auto",
             max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
@@ -249,6 +267,8 @@ def run_cell(args: argparse.Namespace) -> int:
         skipped = {k.removeprefix("train/skipped_steps").lstrip("/") or "all": int(float(v))
                    for k, v in metrics.items() if k.startswith("train/skipped_steps")}
         row["skipped"] = skipped or None
+        if mode == "compiled":
+            row["recompiles"] = probe.recompiles
         if probe.start is not None and probe.end is not None:
             row["batches_per_s"] = args.steps / (probe.end - probe.start)
         problems = []
@@ -282,13 +302,13 @@ def run_cell(args: argparse.Namespace) -> int:
 # -- the parent: one subprocess per cell, a table as the cells finish -----------------------------------------------
 def run_cell_process(cell: str, args: argparse.Namespace) -> dict[str, Any]:
     """Run one cell as a child process (its own process group, so DDP ranks die with it on a timeout)."""
-    model, precision, strategy = cell.split(":")
+    model, precision, strategy, mode = cell.split(":")
     cmd = [sys.executable, str(Path(__file__).resolve()), "--cell", cell, "--accelerator", args.accelerator,
            "--steps", str(args.steps), "--warmup", str(args.warmup), "--cpu-ddp-devices", str(args.cpu_ddp_devices)]
     if args.small:
         cmd.append("--small")
-    base = {"model": model, "precision": precision, "strategy": strategy, "result": "fail", "batches_per_s": None,
-            "skipped": None}
+    base = {"model": model, "precision": precision, "strategy": strategy, "mode": mode, "result": "fail",
+            "batches_per_s": None, "skipped": None}
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
@@ -323,6 +343,8 @@ def main() -> int:
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     parser.add_argument("--precisions", nargs="+", choices=PRECISIONS, default=list(PRECISIONS))
     parser.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=list(STRATEGIES))
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES),
+                        help="eager, and compiled (the module's compile=True)")
     parser.add_argument("--steps", type=int, default=60, help="timed training batches per cell")
     parser.add_argument("--warmup", type=int, default=None, help="untimed batches first (default 10; 1 with --small)")
     parser.add_argument("--small", action=argparse.BooleanOptionalAction, default=None,
@@ -331,7 +353,7 @@ def main() -> int:
     parser.add_argument("--cell-timeout", type=float, default=300.0, help="seconds before a cell counts as hung")
     parser.add_argument("--json-out", type=Path, default=None, help="also write the rows to this JSON file")
     parser.add_argument("--verbose", action="store_true", help="pass every cell's stderr through")
-    parser.add_argument("--cell", default=None, help=argparse.SUPPRESS)  # MODEL:PRECISION:STRATEGY, internal
+    parser.add_argument("--cell", default=None, help=argparse.SUPPRESS)  # MODEL:PRECISION:STRATEGY:MODE, internal
     args = parser.parse_args()
     if args.accelerator is None:
         if not torch.cuda.is_available():
@@ -359,33 +381,44 @@ def main() -> int:
           f"{args.steps} timed batches per cell; torch {torch.__version__}, lightning {L.__version__}")
     print("batches/s: training batches per second on rank 0 (WGAN-GP: one critic step per batch, a generator step "
           "every 5; CycleGAN: one G + one D step; DDPM: one step); x32: ratio to precision 32 of the same model and "
-          "strategy in this run")
-    header = (f"{'model':<9} {'precision':<10} {'strategy':<9} {'result':<7} {'batches/s':>9} {'x32':>5} "
-              f"{'skipped':<29} {'scale':>7} reason")
+          "strategy in this run (eager); xeager: a compiled cell's ratio to its eager cell; recompiles: TorchDynamo "
+          "frames compiled during the timed batches")
+    header = (f"{'model':<9} {'precision':<10} {'strategy':<9} {'mode':<8} {'result':<7} {'batches/s':>9} {'x32':>5} "
+              f"{'xeager':>6} {'recompiles':>10} {'skipped':<29} {'scale':>7} reason")
     print(header)
     print("-" * len(header))
     rows: list[dict[str, Any]] = []
     baseline: dict[tuple[str, str], float] = {}
+    eager_rate: dict[tuple[str, str, str], float] = {}
     for model in args.models:
         for strategy in args.strategies:
             for precision in sorted(args.precisions, key=PRECISIONS.index):  # 32 first: the x32 baseline
-                label = "1 device" if strategy == "single" else f"ddp x{ddp_devices}"
-                if strategy == "ddp" and ddp_devices < 2:
-                    row = {"model": model, "precision": precision, "strategy": strategy, "result": "n/a",
-                           "batches_per_s": None, "skipped": None, "reason": "one device only"}
-                else:
-                    row = run_cell_process(f"{model}:{precision}:{strategy}", args)
-                rows.append(row)
-                rate = row.get("batches_per_s")
-                if precision == "32" and rate:
-                    baseline[(model, strategy)] = rate
-                ratio = rate / baseline[(model, strategy)] if rate and (model, strategy) in baseline else None
-                print(f"{model:<9} {precision:<10} {label:<9} {row['result']:<7} "
-                      f"{f'{rate:.2f}' if rate else '-':>9} {f'{ratio:.2f}' if ratio else '-':>5} "
-                      f"{_fmt_skipped(row.get('skipped')):<29} {_fmt_scale(row.get('loss_scale')):>7} "
-                      f"{row.get('reason', '')}", flush=True)
+                for mode in sorted(args.modes, key=MODES.index):  # eager first: the xeager baseline
+                    label = "1 device" if strategy == "single" else f"ddp x{ddp_devices}"
+                    if strategy == "ddp" and ddp_devices < 2:
+                        row = {"model": model, "precision": precision, "strategy": strategy, "mode": mode,
+                               "result": "n/a", "batches_per_s": None, "skipped": None, "reason": "one device only"}
+                    else:
+                        row = run_cell_process(f"{model}:{precision}:{strategy}:{mode}", args)
+                    rows.append(row)
+                    rate = row.get("batches_per_s")
+                    if mode == "eager" and rate:
+                        eager_rate[(model, strategy, precision)] = rate
+                        if precision == "32":
+                            baseline[(model, strategy)] = rate
+                    ratio = rate / baseline[(model, strategy)] if rate and (model, strategy) in baseline else None
+                    eager = eager_rate.get((model, strategy, precision))
+                    speedup = rate / eager if rate and eager and mode == "compiled" else None
+                    recompiles = row.get("recompiles")
+                    print(f"{model:<9} {precision:<10} {label:<9} {mode:<8} {row['result']:<7} "
+                          f"{f'{rate:.2f}' if rate else '-':>9} {f'{ratio:.2f}' if ratio else '-':>5} "
+                          f"{f'{speedup:.2f}' if speedup else '-':>6} "
+                          f"{'-' if recompiles is None else recompiles:>10} "
+                          f"{_fmt_skipped(row.get('skipped')):<29} {_fmt_scale(row.get('loss_scale')):>7} "
+                          f"{row.get('reason', '')}", flush=True)
     if args.json_out is not None:
         meta = {"accelerator": args.accelerator, "where": where, "small": args.small, "steps": args.steps,
+                "modes": args.modes,
                 "warmup": args.warmup, "torch": torch.__version__, "lightning": L.__version__}
         args.json_out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
         print(f"rows written to {args.json_out}")
