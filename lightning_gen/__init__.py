@@ -3,6 +3,7 @@
 from lightning_gen.modules import (
     DDPM,
     AdversarialModule,
+    BiGAN,
     DRAGAN,
     GAN,
     LSGAN,
@@ -24,5 +25,5 @@ from lightning_gen.modules import (
 __version__ = "0.1.0.dev0"
 __all__ = [
     "Autoencoder", "DenoisingAutoencoder", "VAE", "GAN", "ConditionalGAN", "WGAN", "WGANGP", "DRAGAN", "LSGAN",
-    "HingeGAN", "AdversarialModule", "NonFiniteLossError", "Pix2Pix", "CycleGAN", "DDPM", "RealNVP", "GenerativeModule", "load_model", "__version__",
+    "HingeGAN", "AdversarialModule", "NonFiniteLossError", "Pix2Pix", "CycleGAN", "BiGAN", "DDPM", "RealNVP", "GenerativeModule", "load_model", "__version__",
 ]

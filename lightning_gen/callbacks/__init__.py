@@ -14,6 +14,7 @@ from lightning_gen.callbacks.images import (
 )
 from lightning_gen.callbacks.metrics import GenerativeMetricsCallback
 from lightning_gen.callbacks.predictions import SampleWriter
+from lightning_gen.callbacks.reconstruction import ReconstructionGridCallback
 from lightning_gen.callbacks.progress import StepProgressBar, run_summary
 from lightning_gen.callbacks.toy import ToyMetricsCallback, ToyScatterCallback
 from lightning_gen.callbacks.translation import TranslationGridCallback
@@ -22,6 +23,7 @@ __all__ = [
     "GenerativeMetricsCallback",
     "InterpolationCallback",
     "PeriodicCheckpoint",
+    "ReconstructionGridCallback",
     "SampleGridCallback",
     "SampleWriter",
     "StepProgressBar",

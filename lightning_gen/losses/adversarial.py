@@ -151,6 +151,8 @@ class AdversarialLoss:
             ``wasserstein_estimate``).
         half_weighted: both losses already carry a factor 1/2 (Mao's LSGAN coding), so an objective defined as
             ``0.5 * (real + fake)`` uses ``dis`` as is and ``2 * gen`` (pix2pix, CycleGAN).
+        label_midpoint: the score halfway between the real and the fake label, so ``2 * label_midpoint - s`` swaps
+            the labels (0 for logits and critic values; 1/2 for least squares' 0/1 coding). BiGAN's encoder term.
     """
 
     name: str
@@ -160,6 +162,7 @@ class AdversarialLoss:
     needs_real_scores: bool = False
     estimates_wasserstein: bool = False
     half_weighted: bool = False
+    label_midpoint: float = 0.0
 
     def generator_loss(self, fake_out: Tensor, real_out: Optional[Tensor] = None) -> Tensor:
         """The generator's loss, at least float32 (autocast scores are upcast); ``real_out`` when it needs them."""
@@ -186,7 +189,7 @@ ADVERSARIAL_LOSSES: dict[str, AdversarialLoss] = {
         AdversarialLoss("wasserstein", wasserstein_loss_gen, wasserstein_loss_dis, estimates_wasserstein=True),
         AdversarialLoss("hinge", hinge_loss_gen, hinge_loss_dis),
         AdversarialLoss("least_squares", least_squares_loss_gen, least_squares_loss_dis, smoothable=True,
-                        half_weighted=True),
+                        half_weighted=True, label_midpoint=0.5),
         AdversarialLoss("relativistic", relativistic_loss_gen, relativistic_loss_dis, smoothable=True,
                         needs_real_scores=True),
         AdversarialLoss("relativistic_average", relativistic_average_loss_gen, relativistic_average_loss_dis,

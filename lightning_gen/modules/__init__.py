@@ -10,6 +10,7 @@ from lightning_gen.modules.base import (
     eval_mode,
     load_model,
 )
+from lightning_gen.modules.bigan import BiGAN
 from lightning_gen.modules.diffusion import DDPM
 from lightning_gen.modules.flow import RealNVP
 from lightning_gen.modules.gan import DRAGAN, GAN, LSGAN, WGAN, WGANGP, ConditionalGAN, HingeGAN
@@ -18,5 +19,5 @@ from lightning_gen.modules.image_to_image import CycleGAN, Pix2Pix
 __all__ = [
     "AdversarialModule", "Player", "Autoencoder", "DenoisingAutoencoder", "VAE", "SingleObjectiveModule", "batch_data", "eval_mode",
     "GenerativeModule", "GAN", "ConditionalGAN", "WGAN", "WGANGP", "DRAGAN", "LSGAN", "HingeGAN",
-    "NonFiniteLossError", "DDPM", "RealNVP", "Pix2Pix", "CycleGAN", "load_model",
+    "NonFiniteLossError", "DDPM", "RealNVP", "Pix2Pix", "CycleGAN", "BiGAN", "load_model",
 ]

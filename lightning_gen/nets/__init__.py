@@ -1,5 +1,6 @@
 """Plain ``torch.nn`` building blocks (no Lightning)."""
 
+from lightning_gen.nets.bigan import JointConvDiscriminator, JointMLPDiscriminator
 from lightning_gen.nets.autoencoder import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
 from lightning_gen.nets.classifier import ImageClassifier, load_classifier, save_classifier
 from lightning_gen.nets.image_pool import ImagePool
@@ -53,6 +54,8 @@ __all__ = [
     "ConvDecoder",
     "MLPGenerator",
     "MLPDiscriminator",
+    "JointMLPDiscriminator",
+    "JointConvDiscriminator",
     "make_activation",
     "mlp",
     "DCGANGenerator",
