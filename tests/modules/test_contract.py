@@ -28,6 +28,7 @@ from lightning_gen.nets import (
     DCGANDiscriminator,
     DCGANGenerator,
     ImageRealNVP,
+    JointMLPDiscriminator,
     MLPDecoder,
     MLPDenoiser,
     MLPDiscriminator,
@@ -81,6 +82,11 @@ def _cgan_nets() -> dict[str, nn.Module]:
             "discriminator": DCGANDiscriminator(image_size=28, channels=1, base_channels=4, num_classes=3)}
 
 
+def _bigan_nets() -> dict[str, nn.Module]:
+    return {"generator": MLPGenerator(4, 2, (16,)), "encoder": MLPEncoder(2, 4, (16,)),
+            "discriminator": JointMLPDiscriminator(2, 4, (16,))}
+
+
 def _ae_nets(shape: Any, code: int, latent: int) -> Callable[[], dict[str, nn.Module]]:
     return lambda: {"encoder": MLPEncoder(shape, code, (32,)), "decoder": MLPDecoder(latent, shape, (32,))}
 
@@ -97,6 +103,7 @@ CASES: dict[str, Case] = {
     "lsgan/toy": Case(lightning_gen.LSGAN, _gan_nets, "toy"),
     "hinge/image": Case(lightning_gen.HingeGAN, _image_gan_nets, "image"),
     "gan_ema/image": Case(lightning_gen.GAN, _image_gan_nets, "image", kwargs={"ema_decay": 0.9}),
+    "bigan/toy": Case(lightning_gen.BiGAN, _bigan_nets, "toy"),
     "cgan/image28": Case(lightning_gen.ConditionalGAN, _cgan_nets, "image28"),
     "autoencoder/toy": Case(lightning_gen.Autoencoder, _ae_nets(2, 2, 2), "toy", kwargs={"data_range": None}),
     "autoencoder/image": Case(lightning_gen.Autoencoder, _ae_nets(IMAGE, 4, 4), "image"),
