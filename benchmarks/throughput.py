@@ -10,6 +10,10 @@ features: EMA, schedules, image pools, logging cadence ``log_every_n_steps`` to 
   same loss math (the likelihood families call the module's ``training_loss``, CycleGAN its ``generator_loss`` and
   ``discriminator_loss``; the GAN games are written out with the pure losses of ``lightning_gen.losses``), with the
   recipe's schedules and EMA;
+- ``lightning``: the hand loop's step as the ``training_step`` of a bare ``LightningModule`` under the same
+  ``Trainer`` (manual optimization, the step's own optimizers): the cost of Lightning's loop alone, so that
+  ``eager / lightning`` is the cost of our module's features (and, for the likelihood families, of Lightning's
+  automatic optimization);
 - ``eager``: the recipe's module under ``Trainer`` (no callbacks but a timer, no checkpoints, no validation);
 - ``compiled``: the same with ``--model.compile true``; one instance is reused (its weights reset before each run)
   so that the graphs compiled in the warm-up serve the timed runs;
@@ -19,8 +23,8 @@ features: EMA, schedules, image pools, logging cadence ``log_every_n_steps`` to 
 
 Steps are generator steps for the games (``n_critic`` critic batches each) and optimizer steps otherwise. The
 variants run back to back in one process, in an order that rotates each repeat, after a warm-up; the script prints
-steps/s per repeat, then per variant the median steps/s and the median (min-max) of its per-repeat ratio to the
-hand loop. Data: ``$LIGHTNING_GEN_DATA`` (or ``--data``) must hold MNIST for the MNIST recipes; CycleGAN runs at
+steps/s per repeat, then per variant the median steps/s and the median (min-max) of its per-repeat ratios to the
+hand loop and to the bare Lightning loop. Data: ``$LIGHTNING_GEN_DATA`` (or ``--data``) must hold MNIST for the MNIST recipes; CycleGAN runs at
 64 px (load 72, random crop and flip, the recipe's 4 loader workers) on random image folders.
 """
 
@@ -35,7 +39,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import lightning as L
 import torch
@@ -81,22 +85,18 @@ def build(recipe: str, device: str, *overrides: str) -> GenerativeCLI:
     ])
 
 
-def _infinite(loader: Any, device: str):
-    """Batches of the loader, epoch after epoch, moved to ``device``."""
-    for _ in itertools.count():
-        for batch in loader:
-            yield batch_data(batch).to(device, non_blocking=True), batch
-
-
 def _sync(device: str) -> None:
     if device == "cuda":
         torch.cuda.synchronize()
 
 
-# -- hand loops -------------------------------------------------------------------------------------------------------
-def hand_game(model: Any, loader: Any, steps: int, device: str) -> float:
-    """A GAN game written out: ``n_critic`` critic steps (with the recipe's gradient penalty), one generator step, the
-    recipe's optimizers and schedules (sized for ``steps``). Returns generator steps/s."""
+# -- hand loops: one step function per kind, run by a plain loop or inside a bare LightningModule ---------------------
+Step = Callable[[Any], bool]  # takes one loader batch; True when it took a step that counts (generator/optimizer step)
+
+
+def game_step(model: Any, device: str, steps: int) -> Step:
+    """A GAN game written out, one loader batch per call: a critic step (with the recipe's gradient penalty), and
+    after every ``n_critic`` of them a generator step; the recipe's optimizers and schedules (sized for ``steps``)."""
     G, D = model.generator.to(device), model.discriminator.to(device)
     players = model.players
     opt_g = players["generator"].optimizer(G.parameters())
@@ -111,23 +111,24 @@ def hand_game(model: Any, loader: Any, steps: int, device: str) -> float:
     loss = model.loss
     gp_weight = float(model.hparams.get("gp_weight") or 0.0)
     latent = G.latent_dim
-    batches = _infinite(loader, device)
+    critic_steps = [0]
     G.train(), D.train()
-    _sync(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        for _ in range(n_critic):
-            real, _ = next(batches)
-            with torch.no_grad():
-                fake = G(torch.randn(real.shape[0], latent, device=device))
-            loss_d = loss.discriminator_loss(D(real), D(fake))
-            if gp_weight:
-                loss_d = loss_d + gp_weight * gradient_penalty(D, real, fake)
-            opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            opt_d.step()
-            if scheduler["discriminator"] is not None:
-                scheduler["discriminator"].step()
+
+    def step(batch: Any) -> bool:
+        real = batch_data(batch).to(device, non_blocking=True)
+        with torch.no_grad():
+            fake = G(torch.randn(real.shape[0], latent, device=device))
+        loss_d = loss.discriminator_loss(D(real), D(fake))
+        if gp_weight:
+            loss_d = loss_d + gp_weight * gradient_penalty(D, real, fake)
+        opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        opt_d.step()
+        if scheduler["discriminator"] is not None:
+            scheduler["discriminator"].step()
+        critic_steps[0] += 1
+        if critic_steps[0] % n_critic:
+            return False
         for p in D.parameters():
             p.requires_grad_(False)
         loss_g = loss.generator_loss(D(G(torch.randn(real.shape[0], latent, device=device))))
@@ -138,13 +139,13 @@ def hand_game(model: Any, loader: Any, steps: int, device: str) -> float:
             scheduler["generator"].step()
         for p in D.parameters():
             p.requires_grad_(True)
-    _sync(device)
-    return steps / (time.perf_counter() - start)
+        return True
+    return step
 
 
-def hand_image_to_image(model: Any, loader: Any, steps: int, device: str) -> float:
+def image_to_image_step(model: Any, device: str, steps: int) -> Step:
     """CycleGAN written out with the module's own loss functions: the generators' step with the discriminators
-    frozen, then the discriminators' step on pooled fakes; the recipe's optimizers and schedules. Returns steps/s."""
+    frozen, then the discriminators' step on pooled fakes; the recipe's optimizers and schedules."""
     model = model.to(device)
     model.train()
     players = model.players
@@ -155,11 +156,8 @@ def hand_image_to_image(model: Any, loader: Any, steps: int, device: str) -> flo
         if getattr(s, "needs_run_length", False):
             s.set_run_length(steps)
     frozen = players["discriminator"].parameters()  # the list, taken while they all require grad
-    batches = itertools.chain.from_iterable(itertools.repeat(loader))
-    _sync(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        batch = next(batches)
+
+    def step(batch: Any) -> bool:
         a, b = batch["a"].to(device, non_blocking=True), batch["b"].to(device, non_blocking=True)
         for p in frozen:
             p.requires_grad_(False)
@@ -176,32 +174,62 @@ def hand_image_to_image(model: Any, loader: Any, steps: int, device: str) -> flo
         for s in scheduler.values():
             if s is not None:
                 s.step()
-    _sync(device)
-    return steps / (time.perf_counter() - start)
+        return True
+    return step
 
 
-def hand_single(model: Any, loader: Any, steps: int, device: str) -> float:
+def single_step(model: Any, device: str, steps: int) -> Step:
     """A likelihood family written out: ``training_loss``, backward, the optimizer step and the EMA update when the
-    module keeps one. Returns optimizer steps/s."""
+    module keeps one."""
     model = model.to(device)
     model.train()
     optimizer = model.configure_optimizers()
     if isinstance(optimizer, dict):
         optimizer = optimizer["optimizer"]
     ema = getattr(model, "denoiser_ema", None)
-    batches = _infinite(loader, device)
-    _sync(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        data, _ = next(batches)
-        loss, _ = model.training_loss(data)
+
+    def step(batch: Any) -> bool:
+        loss, _ = model.training_loss(batch_data(batch).to(device, non_blocking=True))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         if ema is not None:
             ema.update(model.denoiser)
+        return True
+    return step
+
+
+STEPS = {"translation": image_to_image_step, "game": game_step, "single": single_step}
+
+
+def hand_loop(step: Step, loader: Any, steps: int, device: str) -> float:
+    """The plain loop: loader batches, epoch after epoch, into ``step`` until it took ``steps`` steps; steps/s."""
+    batches = itertools.chain.from_iterable(itertools.repeat(loader))
+    done = 0
+    _sync(device)
+    start = time.perf_counter()
+    while done < steps:
+        done += step(next(batches))
     _sync(device)
     return steps / (time.perf_counter() - start)
+
+
+class BareLightning(L.LightningModule):
+    """The hand loop's step as the ``training_step`` of a bare LightningModule (manual optimization, the step's own
+    torch optimizers): what Lightning's loop alone costs (batch fetching and transfer, hooks, progress tracking)."""
+
+    def __init__(self, step: Step, steps: int) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.step, self.left = step, steps
+
+    def training_step(self, batch: Any, batch_idx: int) -> None:  # noqa: D102
+        self.left -= self.step(batch)
+        if self.left <= 0:
+            self.trainer.should_stop = True
+
+    def configure_optimizers(self) -> None:  # noqa: D102
+        return None
 
 
 # -- module under Trainer ---------------------------------------------------------------------------------------------
@@ -221,18 +249,21 @@ class _Timer(L.Callback):
         self.end = time.perf_counter()
 
 
-def trainer_run(model: Any, loader: Any, steps: int, device: str, precision: str, log_every: int) -> float:
-    """The module under ``Trainer`` with the recipe's logging cadence to a CSV logger; returns steps/s."""
+def trainer_run(model: Any, loader: Any, steps: Optional[int], device: str, precision: str, log_every: int) -> float:
+    """The module under ``Trainer`` with the recipe's logging cadence to a CSV logger; returns steps/s. ``steps``:
+    ``max_steps``, or ``None`` for a :class:`BareLightning` module, which stops itself (its global step stays 0)."""
     timer = _Timer(device)
+    run_steps = steps if steps is not None else model.left
     with tempfile.TemporaryDirectory() as tmp:
         trainer = L.Trainer(
-            accelerator="gpu" if device == "cuda" else "cpu", devices=1, max_steps=steps, precision=precision,
+            accelerator="gpu" if device == "cuda" else "cpu", devices=1, max_steps=steps or -1, max_epochs=-1,
+            precision=precision,
             logger=CSVLogger(tmp), log_every_n_steps=log_every, enable_checkpointing=False,
             enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
             callbacks=[timer], default_root_dir=tmp,
         )
         trainer.fit(model, train_dataloaders=loader)
-    return steps / (timer.end - timer.start)
+    return run_steps / (timer.end - timer.start)
 
 
 def variants(family: str, device: str, requested: list[str], scratch: Path) -> dict[str, Callable[[int], float]]:
@@ -250,11 +281,11 @@ def variants(family: str, device: str, requested: list[str], scratch: Path) -> d
     kind = "translation" if hasattr(model0, "translate") else "game" if hasattr(model0, "players") else "single"
     runs: dict[str, Callable[[int], float]] = {}
     if "hand" in requested:
-        def hand(steps: int) -> float:
-            model = copy.deepcopy(model0)
-            loop = {"translation": hand_image_to_image, "game": hand_game, "single": hand_single}[kind]
-            return loop(model, loader, steps, device)
-        runs["hand"] = hand
+        runs["hand"] = lambda steps: hand_loop(STEPS[kind](copy.deepcopy(model0), device, steps), loader, steps, device)
+    if "lightning" in requested:
+        runs["lightning"] = lambda steps: trainer_run(
+            BareLightning(STEPS[kind](copy.deepcopy(model0), device, steps), steps), loader, None, device, "32-true",
+            log_every)
     if "eager" in requested:
         runs["eager"] = lambda steps: trainer_run(copy.deepcopy(model0), loader, steps, device, "32-true", log_every)
     if "bf16" in requested:
@@ -281,8 +312,8 @@ def main() -> None:
     """Time every requested family and print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--families", nargs="+", default=list(RECIPES), choices=list(RECIPES))
-    parser.add_argument("--variants", nargs="+", default=["hand", "eager", "compiled", "bf16"],
-                        choices=["hand", "eager", "compiled", "bf16", "channels_last"])
+    parser.add_argument("--variants", nargs="+", default=["hand", "lightning", "eager", "compiled", "bf16"],
+                        choices=["hand", "lightning", "eager", "compiled", "bf16", "channels_last"])
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=5)
@@ -311,17 +342,21 @@ def main() -> None:
                 rates[name].append(runs[name](args.steps))
             print(f"{family} repeat {r}: " + ", ".join(f"{n} {rates[n][-1]:.2f}" for n in names) + " steps/s")
         for name in names:
-            median = statistics.median(rates[name])
-            if "hand" in rates and name != "hand":
-                ratios = [v / h for v, h in zip(rates[name], rates["hand"])]
-                ratio = f"{statistics.median(ratios):.3f} ({min(ratios):.3f}-{max(ratios):.3f})"
-            else:
-                ratio = "1" if name == "hand" else "-"
-            table.append((family, name, median, ratio))
-    print(f"\n{'family':<16}{'variant':<14}{'steps/s':>10}   ratio to hand: median (min-max)")
-    for family, name, median, ratio in table:
-        print(f"{family:<16}{name:<14}{median:>10.2f}   {ratio}")
+            table.append((family, name, statistics.median(rates[name]),
+                          _ratio(rates, name, "hand"), _ratio(rates, name, "lightning")))
+    print(f"\n{'family':<16}{'variant':<14}{'steps/s':>10}   {'to hand: median (min-max)':<28}to lightning: median (min-max)")
+    for family, name, median, to_hand, to_lightning in table:
+        print(f"{family:<16}{name:<14}{median:>10.2f}   {to_hand:<28}{to_lightning}")
 
+
+def _ratio(rates: dict[str, list[float]], name: str, base: str) -> str:
+    """Median (min-max) of the per-repeat ratios of variant ``name`` to variant ``base``."""
+    if base not in rates:
+        return "-"
+    if name == base:
+        return "1"
+    ratios = [v / b for v, b in zip(rates[name], rates[base])]
+    return f"{statistics.median(ratios):.3f} ({min(ratios):.3f}-{max(ratios):.3f})"
 
 if __name__ == "__main__":
     main()
