@@ -41,7 +41,7 @@ from lightning_gen.modules.shapes import (
     input_problem,
     raise_shape_problems,
 )
-from lightning_gen.noise import rand, randn
+from lightning_gen.noise import check_truncation, rand, randn, truncated_randn
 from lightning_gen.precision import full_precision
 
 __all__ = ["Autoencoder", "DenoisingAutoencoder", "VAE"]
@@ -272,8 +272,11 @@ class Autoencoder(_LatentVariableModule):
         self.latent_scale_tril.copy_(tril)
         self.latent_fitted.fill_(True)
 
-    def noise(self, num_samples: int, generator: Optional[torch.Generator] = None) -> Tensor:
-        """Codes drawn from the fitted latent Gaussian, ``(num_samples, latent_dim)``."""
+    def noise(
+        self, num_samples: int, generator: Optional[torch.Generator] = None, truncation: Optional[float] = None
+    ) -> Tensor:
+        """Codes drawn from the fitted latent Gaussian, ``(num_samples, latent_dim)``; ``truncation`` truncates its
+        standard-normal draws to ``[-truncation, truncation]`` before the fitted mean and scale apply."""
         if bool(self.latent_fitted):
             mean, tril = self.latent_mean, self.latent_scale_tril
         elif self._code_sums is not None and float(self._code_sums[2]) >= 2:
@@ -283,14 +286,18 @@ class Autoencoder(_LatentVariableModule):
                 f"{type(self).__name__} samples from a Gaussian fitted to its training codes, and none is fitted yet: "
                 "train it for at least one batch, or call `fit_latent_gaussian(dataloader)` first."
             )
-        eps = randn((num_samples, self.latent_dim), generator, self.device)
+        eps = truncated_randn((num_samples, self.latent_dim), truncation, generator, self.device)
         return mean + eps @ tril.T
 
     @torch.no_grad()
-    def sample(self, num_samples: int, generator: Optional[torch.Generator] = None, **condition: Any) -> Tensor:
-        """Decode ``num_samples`` codes from the fitted latent Gaussian (see the class docstring); float32."""
+    def sample(
+        self, num_samples: int, generator: Optional[torch.Generator] = None, truncation: Optional[float] = None,
+        **condition: Any,
+    ) -> Tensor:
+        """Decode ``num_samples`` codes from the fitted latent Gaussian (see the class docstring); float32.
+        ``truncation``: the truncation trick (Brock et al. 2019) on the Gaussian's standard-normal draws."""
         reject_unexpected_arguments(self, condition, hint="the model is unconditional")
-        return full_precision(self.generate(self.noise(num_samples, generator)))
+        return full_precision(self.generate(self.noise(num_samples, generator, check_truncation(truncation))))
 
     def _evaluate(self, batch: Any, batch_idx: int, prefix: str) -> None:
         data = batch_data(batch)
@@ -493,16 +500,23 @@ class VAE(_LatentVariableModule):
             return importance_weighted_bound(torch.cat(ll_chunks), torch.cat(log_pz_chunks), torch.cat(log_qz_chunks))
 
     # -- sampling -----------------------------------------------------------------------------------------------
-    def noise(self, num_samples: int, generator: Optional[torch.Generator] = None) -> Tensor:
-        """Codes from the prior N(0, I), ``(num_samples, latent_dim)``."""
-        return randn((num_samples, self.latent_dim), generator, self.device)
+    def noise(
+        self, num_samples: int, generator: Optional[torch.Generator] = None, truncation: Optional[float] = None
+    ) -> Tensor:
+        """Codes from the prior N(0, I), ``(num_samples, latent_dim)``; truncated to ``[-truncation, truncation]``
+        when given."""
+        return truncated_randn((num_samples, self.latent_dim), truncation, generator, self.device)
 
     @torch.no_grad()
-    def sample(self, num_samples: int, generator: Optional[torch.Generator] = None, **condition: Any) -> Tensor:
+    def sample(
+        self, num_samples: int, generator: Optional[torch.Generator] = None, truncation: Optional[float] = None,
+        **condition: Any,
+    ) -> Tensor:
         """Decode prior codes: the decoder's mean in data space (``sample_mean``), or a draw from the decoder;
-        float32."""
+        float32. ``truncation``: draw the codes from the truncated prior (the truncation trick, Brock et al. 2019);
+        the decoder's own noise is not truncated."""
         reject_unexpected_arguments(self, condition, hint="the model is unconditional")
-        z = self.noise(num_samples, generator)
+        z = self.noise(num_samples, generator, check_truncation(truncation))
         if self.sample_mean:
             return full_precision(self.generate(z))
         with eval_mode(self.decoder):

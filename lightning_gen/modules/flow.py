@@ -19,7 +19,7 @@ from lightning_gen.modules.base import (
     reject_unexpected_arguments,
 )
 from lightning_gen.modules.compile import CompileOption
-from lightning_gen.noise import rand, randn
+from lightning_gen.noise import rand, truncated_randn
 from lightning_gen.precision import full_precision
 
 __all__ = ["RealNVP"]
@@ -187,13 +187,18 @@ class RealNVP(SingleObjectiveModule):
 
     # -- sampling -----------------------------------------------------------------------------------------------
     @torch.no_grad()
-    def sample(self, num_samples: int, generator: Optional[torch.Generator] = None, **condition: Any) -> Tensor:
+    def sample(
+        self, num_samples: int, generator: Optional[torch.Generator] = None, truncation: Optional[float] = None,
+        **condition: Any,
+    ) -> Tensor:
         """Draw ``z ~ N(0, temperature^2 I)`` (from ``generator`` when given) and return ``flow.inverse(z)`` in data
         space, shape ``(num_samples, *data_shape)``; images are clamped to ``data_range``. Float32 (or the flow's
-        float64) also under autocast."""
+        float64) also under autocast. ``truncation``: the standard-normal draws are truncated to
+        ``[-truncation, truncation]`` before the temperature scales them (the truncation trick, Brock et al. 2019)."""
         reject_unexpected_arguments(self, condition, hint="the model is unconditional")
         dtype = next(self.flow.parameters()).dtype
-        z = randn((num_samples, *self.data_shape), generator, self.device, dtype=dtype) * self.temperature
+        z = truncated_randn((num_samples, *self.data_shape), truncation, generator, self.device, dtype=dtype)
+        z = z * self.temperature
         with eval_mode(self):
             return self.postprocess(self.flow.inverse(z))
 

@@ -30,7 +30,7 @@ from lightning_gen.modules.shapes import (
 )
 from lightning_gen.nets.ema import ExponentialMovingAverage
 from lightning_gen.precision import full_precision
-from lightning_gen.noise import randn
+from lightning_gen.noise import check_truncation, truncated_randn
 
 __all__ = ["GAN", "ConditionalGAN", "WGAN", "WGANGP", "DRAGAN", "LSGAN", "HingeGAN", "NonFiniteLossError"]
 
@@ -252,9 +252,12 @@ class GAN(AdversarialModule):
         """Critic optimizer steps taken so far."""
         return self.players["discriminator"].steps
 
-    def noise(self, num_samples: int, generator: Optional[torch.Generator] = None) -> Tensor:
-        """Standard normal noise ``(num_samples, latent_dim)`` on this module's device (from ``generator`` if given)."""
-        return randn((num_samples, self.latent_dim), generator, self.device)
+    def noise(
+        self, num_samples: int, generator: Optional[torch.Generator] = None, truncation: Optional[float] = None
+    ) -> Tensor:
+        """Standard normal noise ``(num_samples, latent_dim)`` on this module's device (from ``generator`` if given);
+        with ``truncation`` every value is redrawn until ``|z| <= truncation`` (Brock et al. 2019)."""
+        return truncated_randn((num_samples, self.latent_dim), truncation, generator, self.device)
 
     def forward(self, z: Tensor, labels: Optional[Tensor] = None) -> Tensor:
         """Run the (training) generator on noise ``z`` (and ``labels`` for a conditional GAN)."""
@@ -292,15 +295,20 @@ class GAN(AdversarialModule):
     @torch.no_grad()
     def sample(
         self, num_samples: int, generator: Optional[torch.Generator] = None, labels: Optional[Tensor] = None,
-        **condition: Any,
+        truncation: Optional[float] = None, **condition: Any,
     ) -> Tensor:
         """Generate ``num_samples`` samples in eval mode, from the EMA generator when enabled.
 
         For a conditional GAN, ``labels`` (one int, or one per sample) picks the classes; without them sample ``i``
-        gets class ``i % num_classes``.
+        gets class ``i % num_classes``. ``truncation`` (the truncation trick, Brock et al. 2019): draw the noise
+        from N(0, 1) truncated to ``[-truncation, truncation]``, trading variety for fidelity as it shrinks;
+        ``None`` (default) draws the same untruncated noise as before for the same ``generator``.
         """
         reject_unexpected_arguments(self, condition)
-        return self.generate(self.noise(num_samples, generator), labels)
+        check_truncation(truncation)
+        # only a truncated draw passes the argument, so a subclass whose noise() predates it still samples untruncated
+        z = self.noise(num_samples, generator) if truncation is None else self.noise(num_samples, generator, truncation)
+        return self.generate(z, labels)
 
     @torch.no_grad()
     def discriminate(self, x: Tensor, labels: Optional[Tensor] = None) -> Tensor:
