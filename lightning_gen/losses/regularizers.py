@@ -1,4 +1,5 @@
-"""Critic regularizers as pure functions: gradient penalty (WGAN-GP), DRAGAN penalty, R1; weight clipping.
+"""Critic regularizers as pure functions: gradient penalty (WGAN-GP), DRAGAN penalty, R1; weight clipping; and the
+generator's orthogonal regularization (BigGAN).
 
 Under mixed precision the critic may run in float16 inside ``torch.autocast``, where its input gradients can
 underflow or overflow. Each penalty takes an optional ``grad_scale`` (a loss scale, e.g. the critic's
@@ -16,7 +17,8 @@ from torch import Tensor, nn
 from lightning_gen.noise import rand
 from lightning_gen.precision import full_precision
 
-__all__ = ["gradient_penalty", "dragan_penalty", "r1_penalty", "clip_weights_", "input_gradient_norm", "REGULARIZERS", "get_regularizer"]
+__all__ = ["gradient_penalty", "dragan_penalty", "r1_penalty", "clip_weights_", "input_gradient_norm", "REGULARIZERS",
+           "get_regularizer", "orthogonal_regularization", "orthogonal_weights"]
 
 Critic = Callable[[Tensor], Tensor]
 Scale = Union[Tensor, float, None]
@@ -105,6 +107,35 @@ def clip_weights_(parameters: Iterable[nn.Parameter] | nn.Module, clip_value: fl
     params = parameters.parameters() if isinstance(parameters, nn.Module) else parameters
     for p in params:
         p.clamp_(-clip_value, clip_value)
+
+
+def orthogonal_weights(net: nn.Module) -> list[Tensor]:
+    """The weights BigGAN's orthogonal regularization covers: every conv, transposed-conv and linear weight of ``net``
+    (spectrally normalized ones as the net uses them); biases, norm layers and embeddings are left out."""
+    return [m.weight for m in net.modules() if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))]
+
+
+def orthogonal_regularization(weights: Union[Iterable[Tensor], nn.Module]) -> Tensor:
+    """``sum_W ||W W^T * (1 - I)||_F^2`` over weight matrices (Brock et al. 2019, BigGAN, eq. 3; multiply by beta, 1e-4).
+
+    Each weight is reshaped to ``(shape[0], -1)`` as in the authors' code (out-channels x fan-in for a conv or a
+    linear layer; in-channels first for a transposed conv), so the term is the sum of squared inner products between
+    different rows: zero exactly when the rows are orthogonal, whatever their norms. A module stands for its
+    :func:`orthogonal_weights`. Computed in float32 (float64 for float64 weights) outside autocast, from the smaller
+    Gram matrix (``||W W^T||_F = ||W^T W||_F``), so a tall projection layer costs no ``rows x rows`` product.
+    """
+    if isinstance(weights, nn.Module):
+        weights = orthogonal_weights(weights)
+    total: Optional[Tensor] = None
+    for w in weights:
+        if w.dim() < 2:
+            raise ValueError(f"orthogonal_regularization takes weight matrices (>= 2 dims), got shape {tuple(w.shape)}")
+        with torch.autocast(w.device.type, enabled=False):
+            m = full_precision(w).flatten(1)
+            gram = m @ m.T if m.shape[0] <= m.shape[1] else m.T @ m
+            term = gram.pow(2).sum() - m.pow(2).sum(dim=1).pow(2).sum()  # all entries of W W^T minus its diagonal
+        total = term if total is None else total + term
+    return total if total is not None else torch.zeros(())
 
 
 def get_regularizer(name: str) -> Callable[..., Tensor]:

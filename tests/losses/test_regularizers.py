@@ -216,3 +216,70 @@ def test_get_regularizer_unknown_name_lists_known_ones():
         get_regularizer("spectral")
     for name in REGULARIZERS:
         assert name in str(info.value)
+
+
+# -- orthogonal regularization (BigGAN, Brock et al. 2019, eq. 3) ----------------------------------------------------
+def _off_diagonal_gram(w: Tensor) -> Tensor:
+    """The definition, written out: sum of squared off-diagonal entries of W W^T, W reshaped to (shape[0], -1)."""
+    m = w.flatten(1)
+    gram = m @ m.T
+    return (gram * (1 - torch.eye(m.shape[0], dtype=m.dtype))).pow(2).sum()
+
+
+def test_orthogonal_regularization_hand_computation():
+    from lightning_gen.losses import orthogonal_regularization
+
+    wide = torch.tensor([[1.0, 2.0, 0.0], [0.0, 1.0, 1.0]], dtype=DT)  # W W^T = [[5, 2], [2, 2]]: 2 * 2^2 = 8
+    tall = torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, 2.0]], dtype=DT)  # row products 1, 0, 2: 2 * (1 + 0 + 4) = 10
+    assert float(orthogonal_regularization([wide])) == 8.0
+    assert float(orthogonal_regularization([tall])) == 10.0
+    assert float(orthogonal_regularization([wide.view(2, 1, 1, 3)])) == 8.0  # a conv weight: rows are out-channels
+    assert float(orthogonal_regularization([wide, tall])) == 18.0  # summed over the matrices
+    g = torch.Generator().manual_seed(0)
+    for shape in [(6, 40), (40, 6), (8, 3, 3, 3), (16, 4, 4, 4)]:
+        w = torch.randn(shape, dtype=DT, generator=g)
+        assert_close(orthogonal_regularization([w]), _off_diagonal_gram(w), rtol=1e-10, atol=0)
+
+
+def test_orthogonal_regularization_is_zero_only_for_orthogonal_rows():
+    from lightning_gen.losses import orthogonal_regularization
+
+    g = torch.Generator().manual_seed(1)
+    q, _ = torch.linalg.qr(torch.randn(8, 8, dtype=DT, generator=g))
+    scales = torch.tensor([0.1, 1, 2, 3, 4, 5, 6, 7], dtype=DT)[:, None]  # any row norms: only the angles count
+    assert abs(float(orthogonal_regularization([q]))) < 1e-12
+    assert abs(float(orthogonal_regularization([scales * q]))) < 1e-10
+    assert abs(float(orthogonal_regularization([q[:5]]))) < 1e-12  # 5 orthonormal rows of length 8
+    bent = q.clone()
+    bent[0] += 0.01 * bent[1]
+    # rows 0 and 1 now have inner product 0.01, counted twice: 2 * 0.01^2
+    assert_close(orthogonal_regularization([bent]), torch.tensor(2e-4, dtype=DT), rtol=1e-8, atol=0)
+
+
+def test_orthogonal_regularization_gradient_and_the_weights_it_covers():
+    from lightning_gen.losses import orthogonal_regularization, orthogonal_weights
+    from lightning_gen.nets import ConditionalBatchNorm2d
+
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ConvTranspose2d(4, 2, 4), nn.Linear(5, 3),
+                        nn.Embedding(10, 4), ConditionalBatchNorm2d(4, 10)).double()
+    covered = orthogonal_weights(net)
+    assert [id(w) for w in covered] == [id(net[0].weight), id(net[2].weight), id(net[3].weight)]
+    assert_close(orthogonal_regularization(net), sum(_off_diagonal_gram(w) for w in covered))
+    # d/dW ||W W^T * (1 - I)||_F^2 = 4 (W W^T * (1 - I)) W
+    w = net[3].weight
+    (grad,) = torch.autograd.grad(orthogonal_regularization([w]), w)
+    gram = w @ w.T
+    assert_close(grad, 4 * (gram * (1 - torch.eye(3, dtype=DT))) @ w)
+    assert float(orthogonal_regularization([])) == 0.0
+    with pytest.raises(ValueError, match="weight matrices"):
+        orthogonal_regularization([torch.ones(3)])
+
+
+def test_orthogonal_regularization_is_float32_under_autocast():
+    from lightning_gen.losses import orthogonal_regularization
+
+    w = torch.randn(16, 32, generator=torch.Generator().manual_seed(2))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        value = orthogonal_regularization([w])
+    assert value.dtype == torch.float32
+    assert_close(value, _off_diagonal_gram(w.double()).float(), rtol=1e-4, atol=0)
