@@ -11,7 +11,12 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
 from lightning_gen.losses.adversarial import AdversarialLoss, get_adversarial_loss
-from lightning_gen.losses.regularizers import clip_weights_, get_regularizer
+from lightning_gen.losses.regularizers import (
+    clip_weights_,
+    get_regularizer,
+    orthogonal_regularization,
+    orthogonal_weights,
+)
 from lightning_gen.losses.stabilizers import (
     add_instance_noise,
     feature_matching_loss,
@@ -91,7 +96,8 @@ class GAN(AdversarialModule):
     for a batch are drawn with the batch's labels, and both nets are called as ``net(input, labels)``.
 
     Stabilizers (each off by default): one-sided ``label_smoothing`` (Salimans 2016), annealed ``instance_noise``
-    (Sønderby 2017), ``feature_matching_weight`` and ``historical_averaging_weight`` (Salimans 2016), and an
+    (Sønderby 2017), ``feature_matching_weight`` and ``historical_averaging_weight`` (Salimans 2016), the
+    generator's ``orthogonal_reg`` (BigGAN, Brock 2019), and an
     exponential moving average of the generator (``ema_decay``; Yazıcı 2019) that :meth:`sample`,
     :meth:`generate`, validation and prediction use. Minibatch-std is a discriminator option
     (``DCGANDiscriminator(minibatch_std=True)``).
@@ -126,6 +132,7 @@ class GAN(AdversarialModule):
         instance_noise_anneal_steps: Optional[int] = None,
         feature_matching_weight: float = 0.0,
         historical_averaging_weight: float = 0.0,
+        orthogonal_reg: float = 0.0,
         ema_decay: Optional[float] = None,
         ema_warmup: bool = True,
         compile: CompileOption = False,
@@ -159,6 +166,10 @@ class GAN(AdversarialModule):
             feature_matching_weight: add ``w * ||E f(x) - E f(G(z))||^2`` to the generator loss, ``f`` being
                 ``discriminator.features`` (the discriminator must have a ``features`` method).
             historical_averaging_weight: add ``w * ||theta - mean of past theta||^2`` to each player's loss.
+            orthogonal_reg: BigGAN's orthogonal regularization of the generator (Brock et al. 2019, eq. 3): add
+                ``beta * sum_W ||W W^T * (1 - I)||_F^2`` over its conv and linear weights (biases, norms and
+                embeddings excluded) to the generator loss; the paper's beta is ``1e-4``, 0 turns it off. The
+                unweighted sum is logged as ``train/orthogonal_reg``.
             ema_decay: keep an exponential moving average of the generator's weights (e.g. 0.999) and sample from it.
             ema_warmup: use ``min(ema_decay, (1 + n) / (10 + n))`` at EMA update ``n``.
             compile: compile the generator and the discriminator with ``torch.compile`` (``True``, or a dict of its
@@ -186,9 +197,15 @@ class GAN(AdversarialModule):
             )
         for name, value in (("label_smoothing", label_smoothing), ("instance_noise", instance_noise),
                             ("feature_matching_weight", feature_matching_weight),
-                            ("historical_averaging_weight", historical_averaging_weight)):
+                            ("historical_averaging_weight", historical_averaging_weight),
+                            ("orthogonal_reg", orthogonal_reg)):
             if value < 0:
                 raise ValueError(f"{name} must be >= 0, got {value}")
+        if orthogonal_reg and not orthogonal_weights(generator):
+            raise ValueError(
+                f"orthogonal_reg regularizes the generator's conv and linear weights, and "
+                f"{type(generator).__name__} has none: set orthogonal_reg: 0"
+            )
         if label_smoothing >= 1:
             raise ValueError(f"label_smoothing must be < 1 (0.1 makes the real target 0.9), got {label_smoothing}")
         self.save_init_hyperparameters(
@@ -215,6 +232,7 @@ class GAN(AdversarialModule):
         instance_noise_std(self.instance_noise, 0, instance_noise_anneal_steps)  # validates the schedule now
         self.feature_matching_weight = float(feature_matching_weight)
         self.historical_averaging_weight = float(historical_averaging_weight)
+        self.orthogonal_reg = float(orthogonal_reg)
         self.generator_ema = ExponentialMovingAverage(generator, ema_decay, ema_warmup) if ema_decay is not None else None
         if historical_averaging_weight:
             self.generator_average: Optional[_ParameterAverage] = _ParameterAverage(generator)
@@ -478,6 +496,10 @@ class GAN(AdversarialModule):
                 if history is not None:
                     logs["train/historical_averaging_gen"] = history.detach()
                     loss_g = loss_g + history
+                if self.orthogonal_reg:
+                    orthogonal = orthogonal_regularization(self.generator)
+                    logs["train/orthogonal_reg"] = orthogonal.detach()
+                    loss_g = loss_g + self.orthogonal_reg * orthogonal
                 self.player_backward("generator", loss_g)
                 total += loss_g.detach() / acc
         self.player_step("generator")

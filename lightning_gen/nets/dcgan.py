@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from lightning_gen.nets.layers import (
+    ConditionalBatchNorm2d,
     MinibatchStdDev,
     check_images,
     check_labels,
@@ -14,11 +15,12 @@ from lightning_gen.nets.layers import (
     one_hot,
 )
 
-__all__ = ["DCGANGenerator", "DCGANDiscriminator", "DCGAN_IMAGE_SIZES"]
+__all__ = ["DCGANGenerator", "DCGANDiscriminator", "DCGAN_IMAGE_SIZES", "DCGAN_CONDITIONINGS"]
 
 # image_size -> (side of the first/last feature map, number of stride-2 layers): 28 = 7*2^2, 32 = 4*2^3, 64 = 4*2^4
 _PLANS: dict[int, tuple[int, int]] = {28: (7, 2), 32: (4, 3), 64: (4, 4)}
 DCGAN_IMAGE_SIZES: tuple[int, ...] = tuple(sorted(_PLANS))
+DCGAN_CONDITIONINGS: tuple[str, ...] = ("concat", "batchnorm")  # how a conditional generator takes its labels
 
 
 def _plan(image_size: int, net: str) -> tuple[int, int]:
@@ -41,7 +43,10 @@ class DCGANGenerator(nn.Module):
 
     A bias-free linear projection to ``base_channels * 2^(n-1)`` maps of 4x4 (7x7 for 28 px), then stride-2
     transposed convs halving the channels (BatchNorm + ReLU after each but the last), Tanh output; weights
-    N(0, 0.02). Conditional (``num_classes > 0``, Mirza & Osindero 2014): a one-hot label is concatenated to ``z``.
+    N(0, 0.02). Conditional (``num_classes > 0``): with ``conditioning="concat"`` (default; Mirza & Osindero 2014) a
+    one-hot label is concatenated to ``z``; with ``conditioning="batchnorm"`` every BatchNorm becomes a class-conditional
+    BatchNorm (per-class gain and bias, de Vries et al. 2017, as in SNGAN's and BigGAN's generators) and ``z`` alone is
+    projected. Pair either with ``DCGANDiscriminator(projection=True)`` for the projection discriminator.
     """
 
     def __init__(
@@ -51,23 +56,37 @@ class DCGANGenerator(nn.Module):
         channels: int = 3,
         base_channels: int = 64,
         num_classes: int = 0,
+        conditioning: str = "concat",
     ) -> None:
         super().__init__()
         _check_positive(latent_dim=latent_dim, channels=channels, base_channels=base_channels)
         if num_classes < 0:
             raise ValueError(f"num_classes must be >= 0 (0 = unconditional), got {num_classes}")
+        if conditioning not in DCGAN_CONDITIONINGS:
+            raise ValueError(
+                f"conditioning must be one of {list(DCGAN_CONDITIONINGS)} (one-hot label concatenated to z, or "
+                f"class-conditional BatchNorm), got {conditioning!r}"
+            )
         start, n_up = _plan(image_size, type(self).__name__)
         self.latent_dim = int(latent_dim)
         self.num_classes = int(num_classes)
+        self.conditioning = conditioning
+        # class-conditional BatchNorm only where there are classes; an unconditional net is the same either way
+        self._cbn = self.num_classes > 0 and conditioning == "batchnorm"
+        concat = self.num_classes if self.num_classes > 0 and not self._cbn else 0
+
+        def norm(ch: int) -> nn.Module:
+            return ConditionalBatchNorm2d(ch, self.num_classes) if self._cbn else nn.BatchNorm2d(ch)
+
         self.image_shape: tuple[int, int, int] = (int(channels), int(image_size), int(image_size))
         self._start = start
         ch = base_channels * 2 ** (n_up - 1)
         self._start_channels = ch
         # Bias-free where BatchNorm follows: BN removes a bias, so it would only be an unused parameter.
-        self.project = nn.Linear(self.latent_dim + self.num_classes, ch * start * start, bias=False)
-        layers: list[nn.Module] = [nn.BatchNorm2d(ch), nn.ReLU()]
+        self.project = nn.Linear(self.latent_dim + concat, ch * start * start, bias=False)
+        layers: list[nn.Module] = [norm(ch), nn.ReLU()]
         for _ in range(n_up - 1):
-            layers += [nn.ConvTranspose2d(ch, ch // 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ch // 2), nn.ReLU()]
+            layers += [nn.ConvTranspose2d(ch, ch // 2, 4, 2, 1, bias=False), norm(ch // 2), nn.ReLU()]
             ch //= 2
         layers += [nn.ConvTranspose2d(ch, channels, 4, 2, 1), nn.Tanh()]
         self.blocks = nn.Sequential(*layers)
@@ -79,10 +98,14 @@ class DCGANGenerator(nn.Module):
         if z.dim() != 2 or z.shape[1] != self.latent_dim:
             raise ValueError(f"{name} expects noise of shape (B, {self.latent_dim}) (latent_dim), got {tuple(z.shape)}")
         labels = check_labels(labels, self.num_classes, z.shape[0], name)
-        if labels is not None:
+        if labels is not None and not self._cbn:
             z = torch.cat([z, one_hot(labels, self.num_classes, z.dtype)], dim=1)
         h = self.project(z).view(z.shape[0], self._start_channels, self._start, self._start)
-        return self.blocks(h)
+        if not self._cbn:
+            return self.blocks(h)
+        for layer in self.blocks:
+            h = layer(h, labels) if isinstance(layer, ConditionalBatchNorm2d) else layer(h)
+        return h
 
 
 class DCGANDiscriminator(nn.Module):

@@ -86,7 +86,11 @@ class ConditionalBatchNorm2d(nn.Module):
         self.bn = nn.BatchNorm2d(num_features, affine=False, momentum=momentum, eps=eps)
         self.gamma = nn.Embedding(num_classes, num_features)
         self.beta = nn.Embedding(num_classes, num_features)
-        nn.init.normal_(self.gamma.weight, 1.0, 0.02)
+        self.reset_affine_()
+
+    def reset_affine_(self, std: float = 0.02) -> None:
+        """Re-draw the per-class scales ``gamma[y] ~ N(1, std)`` and zero the shifts ``beta[y]``."""
+        nn.init.normal_(self.gamma.weight, 1.0, std)
         nn.init.zeros_(self.beta.weight)
 
     def forward(self, x: Tensor, labels: Tensor) -> Tensor:
@@ -162,12 +166,19 @@ def one_hot(labels: Tensor, num_classes: int, dtype: torch.dtype = torch.float32
 def init_dcgan_weights_(module: M, std: float = 0.02) -> M:
     """Initialize in place as in DCGAN (Radford et al. 2016) and return ``module``.
 
-    Conv, transposed-conv, linear and embedding weights ~ N(0, std); affine BatchNorm weights ~ N(1, std); all
-    their biases 0. Call it before spectral norm is applied: on an already spectrally normalized module it
+    Conv, transposed-conv, linear and embedding weights ~ N(0, std); affine BatchNorm weights and the per-class
+    scales of a :class:`ConditionalBatchNorm2d` ~ N(1, std); all their biases (and per-class shifts) 0. Call it
+    before spectral norm is applied: on an already spectrally normalized module it
     initializes the unnormalized weight, and the power-iteration vectors only catch up over the next forward passes.
     """
+    # a conditional BatchNorm's embeddings are its gains and biases, not weights to draw around 0
+    affine_tables = {id(t) for m in module.modules() if isinstance(m, ConditionalBatchNorm2d) for t in (m.gamma, m.beta)}
     for m in module.modules():
-        if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear, nn.Embedding)):
+        if isinstance(m, ConditionalBatchNorm2d):
+            m.reset_affine_(std)
+        elif id(m) in affine_tables:
+            continue
+        elif isinstance(m, (nn.modules.conv._ConvNd, nn.Linear, nn.Embedding)):
             weight = m.parametrizations.weight.original if parametrize.is_parametrized(m, "weight") else m.weight
             nn.init.normal_(weight, 0.0, std)
             if getattr(m, "bias", None) is not None:

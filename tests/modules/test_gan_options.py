@@ -245,3 +245,79 @@ def test_relativistic_loss_trains_from_a_name_with_the_stabilizers(tiny_trainer_
     assert model.loss.name == "relativistic" and trainer.global_step == 5
     assert torch.isfinite(trainer.callback_metrics["train/loss_gen"]) and "train/penalty" in trainer.callback_metrics
     assert all(not torch.equal(a, p) for a, p in zip(init, model.generator.parameters()))
+
+
+# -- BigGAN's orthogonal regularization of the generator -------------------------------------------------------------
+class ZeroAdversarialGAN(GAN):
+    """A GAN whose generator loss has no adversarial part: its step follows the orthogonal regularization alone."""
+
+    def generator_loss(self, fake, labels=None):
+        return 0.0 * fake.sum()
+
+
+def test_orthogonal_reg_adds_beta_times_the_penalty_to_the_generator_step(tiny_trainer_kwargs):
+    from lightning_gen.losses import orthogonal_regularization
+
+    L.seed_everything(0)
+    beta, lr = 0.5, 0.1
+    model = ZeroAdversarialGAN(MLPGenerator(2, 2, (8, 8)), MLPDiscriminator(2, (8,)), orthogonal_reg=beta,
+                               generator_optimizer=partial(torch.optim.SGD, lr=lr))
+    weights = [m.weight.detach().clone() for m in model.generator.modules() if isinstance(m, nn.Linear)]
+    biases = [m.bias.detach().clone() for m in model.generator.modules() if isinstance(m, nn.Linear)]
+    initial = orthogonal_regularization(weights)
+    trainer = fit(model, loader(torch.randn(128, 2)), tiny_trainer_kwargs, max_steps=1, log_every_n_steps=1)
+    assert_close(trainer.callback_metrics["train/orthogonal_reg"], initial)  # logged unweighted
+    layers = [m for m in model.generator.modules() if isinstance(m, nn.Linear)]
+    for w, b, layer in zip(weights, biases, layers):
+        off = (w @ w.T) * (1 - torch.eye(w.shape[0]))
+        assert_close(layer.weight.detach(), w - lr * beta * 4 * off @ w)  # one SGD step on beta * R(W)
+        assert torch.equal(layer.bias.detach(), b)  # biases are not regularized
+
+
+def test_orthogonal_reg_off_by_default_and_validated(tiny_trainer_kwargs):
+    L.seed_everything(0)
+    model = GAN(MLPGenerator(2, 2, (8,)), MLPDiscriminator(2, (8,)))
+    assert model.orthogonal_reg == 0.0
+    trainer = fit(model, loader(torch.randn(128, 2)), tiny_trainer_kwargs, max_steps=1, log_every_n_steps=1)
+    assert "train/orthogonal_reg" not in trainer.callback_metrics
+    with pytest.raises(ValueError, match="orthogonal_reg must be >= 0"):
+        GAN(MLPGenerator(2, 2), MLPDiscriminator(2), orthogonal_reg=-1e-4)
+
+
+def test_cli_sets_orthogonal_reg_and_batchnorm_conditioning_from_yaml(tmp_path):
+    from pathlib import Path
+
+    from lightning_gen.cli import GenerativeCLI
+    from lightning_gen.nets import ConditionalBatchNorm2d
+
+    override = tmp_path / "biggan_tricks.yaml"
+    override.write_text(
+        "model:\n  init_args:\n    orthogonal_reg: 1.0e-4\n"
+        "    generator:\n      init_args: {conditioning: batchnorm}\n"
+        "    discriminator:\n      init_args: {projection: true}\n"
+    )
+    config = Path(__file__).resolve().parents[2] / "configs" / "cgan" / "mnist.yaml"
+    cli = GenerativeCLI(args=["--config", str(config), "--config", str(override), "--trainer.logger=false"],
+                        run=False)
+    assert isinstance(cli.model, ConditionalGAN) and cli.model.orthogonal_reg == 1e-4
+    assert cli.model.generator.conditioning == "batchnorm" and cli.model.discriminator.projection
+    assert any(isinstance(m, ConditionalBatchNorm2d) for m in cli.model.generator.modules())
+
+
+def test_conditional_gan_with_batchnorm_conditioning_and_projection_trains(tiny_trainer_kwargs):
+    from lightning_gen.nets import DCGANDiscriminator, DCGANGenerator
+
+    L.seed_everything(0)
+    g = DCGANGenerator(latent_dim=8, image_size=28, channels=1, base_channels=4, num_classes=3, conditioning="batchnorm")
+    d = DCGANDiscriminator(image_size=28, channels=1, base_channels=4, num_classes=3, projection=True)
+    model = ConditionalGAN(g, d, orthogonal_reg=1e-4)
+    gains = [p.detach().clone() for n, p in g.named_parameters() if n.endswith("gamma.weight")]
+    x, y = torch.rand(48, 1, 28, 28) * 2 - 1, torch.arange(48) % 3
+    trainer = fit(model, loader(x, y, batch_size=16), tiny_trainer_kwargs, max_steps=2, log_every_n_steps=1)
+    assert trainer.global_step == 2
+    assert torch.isfinite(trainer.callback_metrics["train/loss_gen"]) and "train/orthogonal_reg" in trainer.callback_metrics
+    after = [p for n, p in g.named_parameters() if n.endswith("gamma.weight")]
+    assert all(not torch.equal(a, b) for a, b in zip(gains, after))  # the per-class gains are trained
+    samples = model.sample(6, generator=torch.Generator().manual_seed(0), labels=torch.tensor([0, 1, 2, 0, 1, 2]),
+                           truncation=1.0)
+    assert samples.shape == (6, 1, 28, 28)

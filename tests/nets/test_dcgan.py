@@ -222,3 +222,82 @@ def test_gradient_penalty_double_backprop_works(d_kwargs):
     assert all(torch.isfinite(g).all() for g in grads.values())
     first = "blocks.0.parametrizations.weight.original" if d.spectral_norm else "blocks.0.weight"
     assert grads[first].abs().sum() > 0  # the penalty reaches the first layer through the second-order graph
+
+
+# -- class-conditional BatchNorm in the generator (conditioning="batchnorm") -----------------------------------------
+def _cbn_generator(size: int = 28, channels: int = 1) -> DCGANGenerator:
+    return DCGANGenerator(latent_dim=8, image_size=size, channels=channels, base_channels=4, num_classes=K,
+                          conditioning="batchnorm")
+
+
+@pytest.mark.parametrize("size", [28, 32, 64])
+def test_batchnorm_conditioning_replaces_every_batchnorm_and_the_label_concatenation(size):
+    from lightning_gen.nets import ConditionalBatchNorm2d
+
+    torch.manual_seed(0)
+    g = _cbn_generator(size, 3)
+    concat = DCGANGenerator(latent_dim=8, image_size=size, channels=3, base_channels=4, num_classes=K)
+    cbns = [m for m in g.modules() if isinstance(m, ConditionalBatchNorm2d)]
+    assert len(cbns) == sum(isinstance(m, nn.BatchNorm2d) for m in concat.modules()) == {28: 2, 32: 3, 64: 4}[size]
+    assert all(m.num_classes == K for m in cbns)
+    assert not any(isinstance(m, nn.BatchNorm2d) and m.affine for m in g.modules())  # only the CBNs' inner BN
+    assert g.project.in_features == 8 and concat.project.in_features == 8 + K  # z alone is projected
+    y = _labels(6, K)
+    x = g(torch.randn(6, 8), y)
+    assert x.shape == (6, 3, size, size) and x.abs().max() <= 1
+    # DCGAN's init for the per-class gains (N(1, 0.02)) and shifts (0); weights N(0, 0.02) elsewhere
+    gains = torch.cat([m.gamma.weight.flatten() for m in cbns])
+    assert abs(gains.mean().item() - 1) < 0.01 and 0.01 < gains.std().item() < 0.03
+    assert all(torch.count_nonzero(m.beta.weight) == 0 for m in cbns)
+    # an unconditional net is the same net whichever conditioning is named
+    plain = DCGANGenerator(latent_dim=8, image_size=size, base_channels=4, conditioning="batchnorm")
+    assert not any(isinstance(m, ConditionalBatchNorm2d) for m in plain.modules())
+
+
+def test_batchnorm_conditioning_applies_each_class_gain_and_bias():
+    torch.manual_seed(0)
+    g = _cbn_generator()
+    first = g.blocks[0]
+    z = torch.randn(4, 8)
+    y0, y1 = torch.zeros(4, dtype=torch.long), torch.ones(4, dtype=torch.long)
+    # train mode (batch statistics) keeps activations at unit scale: the labels matter
+    assert (g(z, y0) - g(z, y1)).abs().amax(dim=(1, 2, 3)).min() > 1e-3
+    g.eval()  # eval: running statistics, so each sample is normalized on its own
+    # the first CBN's output is gamma[y] * BN(h) + beta[y] for each sample's class
+    h = g.project(z).view(4, g._start_channels, 7, 7)
+    with torch.no_grad():
+        first.gamma.weight[2].fill_(3.0)
+        first.beta.weight[2].fill_(-0.5)
+    y = torch.tensor([2, 0, 2, 1])
+    normalized = first.bn(h)
+    expected = first.gamma.weight[y][:, :, None, None] * normalized + first.beta.weight[y][:, :, None, None]
+    torch.testing.assert_close(first(h, y), expected)
+    torch.testing.assert_close(first(h, y)[0], 3.0 * normalized[0] - 0.5)
+    # changing class 2's gain and bias moved only the class-2 samples
+    before = g(z, torch.tensor([2, 0, 2, 1]))
+    with torch.no_grad():
+        first.gamma.weight[2].fill_(1.0)
+        first.beta.weight[2].zero_()
+    after = g(z, torch.tensor([2, 0, 2, 1]))
+    torch.testing.assert_close(before[[1, 3]], after[[1, 3]], rtol=0, atol=0)
+    change = (before[[0, 2]] - after[[0, 2]]).abs().amax(dim=(1, 2, 3)) / before[[0, 2]].abs().amax(dim=(1, 2, 3))
+    assert change.min() > 0.1  # (eval-mode outputs of an untrained net are small: compare relative changes)
+
+
+def test_batchnorm_conditioning_gradients_reach_only_the_used_classes():
+    torch.manual_seed(0)
+    g = _cbn_generator()
+    d = DCGANDiscriminator(image_size=28, channels=1, base_channels=4, num_classes=K, projection=True)
+    y = torch.tensor([0, 1, 0, 1, 0, 1])  # classes 2 and 3 unused
+    d(g(torch.randn(6, 8), y), y).mean().backward()
+    for name, p in g.named_parameters():
+        assert p.grad is not None, name
+        if name.endswith(("gamma.weight", "beta.weight")):
+            assert p.grad[:2].abs().sum(1).min() > 0 and torch.count_nonzero(p.grad[2:]) == 0, name
+        else:
+            assert p.grad.abs().sum() > 0, name
+
+
+def test_unknown_conditioning_is_refused():
+    with pytest.raises(ValueError, match="conditioning must be one of \\['concat', 'batchnorm'\\]"):
+        DCGANGenerator(image_size=28, channels=1, num_classes=K, conditioning="film")
