@@ -16,6 +16,7 @@ from lightning_gen.modules import (
     DenoisingAutoencoder,
     GenerativeModule,
     HingeGAN,
+    InfoGAN,
     NonFiniteLossError,
     Pix2Pix,
     RealNVP,
@@ -26,4 +27,5 @@ __version__ = "0.1.0.dev0"
 __all__ = [
     "Autoencoder", "DenoisingAutoencoder", "VAE", "GAN", "ConditionalGAN", "WGAN", "WGANGP", "DRAGAN", "LSGAN",
     "HingeGAN", "AdversarialModule", "NonFiniteLossError", "Pix2Pix", "CycleGAN", "BiGAN", "DDPM", "RealNVP", "GenerativeModule", "load_model", "__version__",
+    "InfoGAN",
 ]

@@ -4,6 +4,7 @@ end-of-run summary."""
 
 from lightning_gen.callbacks.checkpoint import PeriodicCheckpoint
 from lightning_gen.callbacks.image_logging import image_dir, log_image, run_dir
+from lightning_gen.callbacks.infogan import CodeGridCallback, CodeMetricsCallback
 from lightning_gen.callbacks.images import (
     InterpolationCallback,
     SampleGridCallback,
@@ -38,4 +39,6 @@ __all__ = [
     "run_dir",
     "run_summary",
     "slerp",
+    "CodeGridCallback",
+    "CodeMetricsCallback",
 ]

@@ -9,9 +9,12 @@ from lightning_gen.losses.diffusion import *  # noqa: F401,F403
 from lightning_gen.losses.diffusion import __all__ as _diff_all
 from lightning_gen.losses.elbo import *  # noqa: F401,F403
 from lightning_gen.losses.elbo import __all__ as _elbo_all
+from lightning_gen.losses.infogan import *  # noqa: F401,F403
+from lightning_gen.losses.infogan import __all__ as _info_all
 from lightning_gen.losses.regularizers import *  # noqa: F401,F403
 from lightning_gen.losses.regularizers import __all__ as _reg_all
 from lightning_gen.losses.stabilizers import *  # noqa: F401,F403
 from lightning_gen.losses.stabilizers import __all__ as _stab_all
 
 __all__ = list(_adv_all) + list(_cycle_all) + list(_reg_all) + list(_stab_all) + list(_elbo_all) + list(_diff_all)
+__all__ += list(_info_all)

@@ -1,5 +1,13 @@
 """torchmetrics-based metrics, their functional twins, and the feature extractors image metrics run on."""
 
+from lightning_gen.metrics.clustering import (
+    BestPermutationAccuracy,
+    CodePurity,
+    best_assignment,
+    best_permutation_accuracy,
+    code_label_counts,
+    code_purity,
+)
 from lightning_gen.metrics.features import (
     ClassifierFeatureExtractor,
     FeatureExtractor,
@@ -44,4 +52,10 @@ __all__ = [
     "sliced_wasserstein_distance",
     "toy_mode_counts",
     "toy_mode_statistics",
+    "BestPermutationAccuracy",
+    "CodePurity",
+    "best_assignment",
+    "best_permutation_accuracy",
+    "code_label_counts",
+    "code_purity",
 ]

@@ -22,6 +22,7 @@ from lightning_gen.nets.flows import (
     unsqueeze2d,
 )
 from lightning_gen.nets.dcgan import DCGAN_IMAGE_SIZES, DCGANDiscriminator, DCGANGenerator
+from lightning_gen.nets.infogan import DCGANInfoGANDiscriminator, InfoGANOutput, MLPInfoGANDiscriminator
 from lightning_gen.nets.layers import (
     ConditionalBatchNorm2d,
     MinibatchStdDev,
@@ -61,6 +62,9 @@ __all__ = [
     "DCGANGenerator",
     "DCGANDiscriminator",
     "DCGAN_IMAGE_SIZES",
+    "MLPInfoGANDiscriminator",
+    "DCGANInfoGANDiscriminator",
+    "InfoGANOutput",
     "SNGANGenerator",
     "SNGANDiscriminator",
     "SNGAN_IMAGE_SIZES",

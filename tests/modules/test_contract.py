@@ -27,6 +27,7 @@ from lightning_gen.metrics import FeatureExtractor
 from lightning_gen.nets import (
     DCGANDiscriminator,
     DCGANGenerator,
+    DCGANInfoGANDiscriminator,
     ImageRealNVP,
     JointMLPDiscriminator,
     MLPDecoder,
@@ -34,6 +35,7 @@ from lightning_gen.nets import (
     MLPDiscriminator,
     MLPEncoder,
     MLPGenerator,
+    MLPInfoGANDiscriminator,
     UNet,
     VectorRealNVP,
 )
@@ -87,6 +89,16 @@ def _bigan_nets() -> dict[str, nn.Module]:
             "discriminator": JointMLPDiscriminator(2, 4, (16,))}
 
 
+def _infogan_nets() -> dict[str, nn.Module]:
+    return {"generator": MLPGenerator(2 + 4 + 1, 2, (16,)), "discriminator": MLPInfoGANDiscriminator(2, 4, 1, (16,), (8,))}
+
+
+def _infogan_image_nets() -> dict[str, nn.Module]:
+    return {"generator": DCGANGenerator(latent_dim=4 + 3 + 2, image_size=28, channels=1, base_channels=4),
+            "discriminator": DCGANInfoGANDiscriminator(28, 1, 4, num_categories=3, num_continuous=2, hidden_dim=16,
+                                                       q_hidden_dim=8)}
+
+
 def _ae_nets(shape: Any, code: int, latent: int) -> Callable[[], dict[str, nn.Module]]:
     return lambda: {"encoder": MLPEncoder(shape, code, (32,)), "decoder": MLPDecoder(latent, shape, (32,))}
 
@@ -105,6 +117,8 @@ CASES: dict[str, Case] = {
     "gan_ema/image": Case(lightning_gen.GAN, _image_gan_nets, "image", kwargs={"ema_decay": 0.9}),
     "bigan/toy": Case(lightning_gen.BiGAN, _bigan_nets, "toy"),
     "cgan/image28": Case(lightning_gen.ConditionalGAN, _cgan_nets, "image28"),
+    "infogan/toy": Case(lightning_gen.InfoGAN, _infogan_nets, "toy"),
+    "infogan/image28": Case(lightning_gen.InfoGAN, _infogan_image_nets, "image28"),
     "autoencoder/toy": Case(lightning_gen.Autoencoder, _ae_nets(2, 2, 2), "toy", kwargs={"data_range": None}),
     "autoencoder/image": Case(lightning_gen.Autoencoder, _ae_nets(IMAGE, 4, 4), "image"),
     "dae/image": Case(lightning_gen.DenoisingAutoencoder, _ae_nets(IMAGE, 4, 4), "image",
