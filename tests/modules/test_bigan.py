@@ -130,10 +130,13 @@ def test_the_generator_and_encoder_step_moves_both_along_the_hand_gradient(tmp_p
     d_real = torch.sigmoid(real) / len(real)
     grads = {"a_g": (d_fake * 0.7 * z.squeeze(-1)).sum(), "b_g": (d_fake * 0.7).sum(),
              "a_e": (d_real * -1.3 * x.squeeze(-1)).sum(), "b_e": (d_real * -1.3).sum()}
-    got = {"a_g": model.generator.a - 2.0, "b_g": model.generator.b - 0.5,
-           "a_e": model.encoder.a + 0.5, "b_e": model.encoder.b - 0.1}
+    with torch.no_grad():
+        got = {"a_g": model.generator.a - 2.0, "b_g": model.generator.b - 0.5,
+               "a_e": model.encoder.a + 0.5, "b_e": model.encoder.b - 0.1}
     for name in grads:
-        assert float(got[name]) == pytest.approx(-0.1 * float(grads[name]), rel=1e-5, abs=1e-8), name
+        # steps of ~1e-2 on weights of ~1: float32 keeps them to ~1e-7
+        assert float(got[name]) == pytest.approx(-0.1 * float(grads[name]), abs=5e-7), name
+        assert abs(float(grads[name])) > 1e-3, name  # a real step, not a tolerance-sized one
     assert model.discriminator.u.item() == torch.tensor(0.7).item()  # lr 0: the discriminator did not move
 
 
@@ -250,9 +253,10 @@ def test_linear_toy_training_makes_the_encoder_invert_the_generator(tmp_path):
     trainer.fit(model, DataLoader(TensorDataset(x), batch_size=256, shuffle=True))
     a, b = float(model.generator.a), float(model.generator.b)
     c, d = float(model.encoder.a), float(model.encoder.b)
-    assert abs(a) == pytest.approx(2.0, rel=0.15)
-    assert a * c == pytest.approx(1.0, abs=0.15)  # E(G(z)) = a c z + (c b + d) ~ z
-    assert abs(c * b + d) < 0.15
+    # seeds 0-4 give |a| within 1.1 % of 2, a c within 0.025 of 1 and |c b + d| <= 0.06; the start has a c = 0.1
+    assert abs(a) == pytest.approx(2.0, rel=0.05)
+    assert a * c == pytest.approx(1.0, abs=0.08)  # E(G(z)) = a c z + (c b + d) ~ z
+    assert abs(c * b + d) < 0.12
 
 
 @pytest.mark.slow
