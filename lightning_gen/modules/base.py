@@ -167,6 +167,9 @@ class GenerativeModule(L.LightningModule):
         :attr:`synchronous_checks` or on a CPU (where reading it waits for nothing), else on the device, the steps
         after a non-finite loss becoming no-ops and the error raised at the next batch that logs or starts an epoch,
         the epoch's end, the end of training, or before the next checkpoint (see :mod:`lightning_gen.modules.finite`)."""
+        if FiniteLossGuard.checks_at_once(loss.device):
+            self._finite_guard.check_now(loss, info)
+            return
         self._finite_guard.record(loss, info)
         if self.synchronous_checks or reads_for_free(loss.device):
             self._finite_guard.check()

@@ -110,6 +110,21 @@ class FiniteLossGuard:
         if len(self._losses) >= _MAX_PENDING:
             self.check()
 
+    @torch.no_grad()
+    def check_now(self, loss: Tensor, info: Any) -> None:
+        """Check one loss at once, where reading it waits for nothing (:func:`reads_for_free`) and there is one
+        process: the same error as :meth:`record` then :meth:`check`, without the device flag's bookkeeping."""
+        finite = bool(torch.isfinite(loss.detach()).all())
+        if not finite:
+            self.reset()
+            self.on_error(NonFiniteLoss(_describe(loss.detach()), info))
+
+    @staticmethod
+    def checks_at_once(device: torch.device) -> bool:
+        """Whether losses on ``device`` are checked as they come (:meth:`check_now`): the host reads them for free and
+        no other process has to raise with this one."""
+        return reads_for_free(device) and not _distributed()
+
     def check(self) -> None:
         """Wait for the device: when a recorded loss was non-finite (on any process), put back the host-resident
         optimizer values of the skipped steps, forget the recordings and call ``on_error``; else forget them.
@@ -139,6 +154,8 @@ class FiniteLossGuard:
         if self._first is None:
             return None
         assert self._skip is not None and self._skip_bool is not None
+        if not self._skip_current and reads_for_free(self._first.device) and not self._losses:
+            return self._skip  # every loss was read as it came (the flag is still clear): nothing to bring up to date
         if not self._skip_current:
             torch.lt(self._first, _NONE, out=self._skip_bool)
             self._skip.copy_(self._skip_bool)
