@@ -33,6 +33,15 @@ from lightning_gen.nets.layers import (
 from lightning_gen.nets.mlp import MLPDiscriminator, MLPGenerator, make_activation, mlp
 from lightning_gen.nets.unet import MLPDenoiser, UNet, timestep_embedding
 from lightning_gen.nets.sngan import SNGAN_IMAGE_SIZES, SNGANDiscriminator, SNGANGenerator
+from lightning_gen.nets.super_resolution import (
+    PixelShuffleUpsample,
+    SRGANDiscriminator,
+    SRResidualBlock,
+    SRResNetGenerator,
+    bicubic_downsample,
+    bicubic_upsample,
+)
+from lightning_gen.nets.vgg import VGG19Features, VGGWeightsNotFoundError
 
 __all__ = [
     "ResnetGenerator",
@@ -79,4 +88,12 @@ __all__ = [
     "UNet",
     "MLPDenoiser",
     "timestep_embedding",
+    "SRResNetGenerator",
+    "SRGANDiscriminator",
+    "SRResidualBlock",
+    "PixelShuffleUpsample",
+    "bicubic_downsample",
+    "bicubic_upsample",
+    "VGG19Features",
+    "VGGWeightsNotFoundError",
 ]
