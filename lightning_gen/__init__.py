@@ -20,6 +20,8 @@ from lightning_gen.modules import (
     NonFiniteLossError,
     Pix2Pix,
     RealNVP,
+    SRGAN,
+    SRResNet,
     load_model,
 )
 
@@ -28,4 +30,5 @@ __all__ = [
     "Autoencoder", "DenoisingAutoencoder", "VAE", "GAN", "ConditionalGAN", "WGAN", "WGANGP", "DRAGAN", "LSGAN",
     "HingeGAN", "AdversarialModule", "NonFiniteLossError", "Pix2Pix", "CycleGAN", "BiGAN", "DDPM", "RealNVP", "GenerativeModule", "load_model", "__version__",
     "InfoGAN",
+    "SRGAN", "SRResNet",
 ]

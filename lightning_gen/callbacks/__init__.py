@@ -17,6 +17,7 @@ from lightning_gen.callbacks.metrics import GenerativeMetricsCallback
 from lightning_gen.callbacks.predictions import SampleWriter
 from lightning_gen.callbacks.reconstruction import ReconstructionGridCallback
 from lightning_gen.callbacks.progress import StepProgressBar, run_summary
+from lightning_gen.callbacks.super_resolution import SuperResolutionGridCallback
 from lightning_gen.callbacks.toy import ToyMetricsCallback, ToyScatterCallback
 from lightning_gen.callbacks.translation import TranslationGridCallback
 
@@ -41,4 +42,5 @@ __all__ = [
     "slerp",
     "CodeGridCallback",
     "CodeMetricsCallback",
+    "SuperResolutionGridCallback",
 ]

@@ -11,6 +11,7 @@ from lightning_gen.data.images import (
 )
 from lightning_gen.data.paired import PairedImageDataModule, UnpairedImageDataModule, UnpairedSampler
 from lightning_gen.data.resumable import ResumableDataLoader, ResumableRandomSampler, SeededAugmentation
+from lightning_gen.data.super_resolution import SuperResolutionDataModule
 from lightning_gen.data.toy import GaussianMixture, ToyGaussiansDataModule, make_mixture
 
 __all__ = [
@@ -30,4 +31,5 @@ __all__ = [
     "UnpairedImageDataModule",
     "UnpairedSampler",
     "make_mixture",
+    "SuperResolutionDataModule",
 ]

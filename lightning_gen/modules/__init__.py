@@ -16,10 +16,12 @@ from lightning_gen.modules.flow import RealNVP
 from lightning_gen.modules.gan import DRAGAN, GAN, LSGAN, WGAN, WGANGP, ConditionalGAN, HingeGAN
 from lightning_gen.modules.image_to_image import CycleGAN, Pix2Pix
 from lightning_gen.modules.infogan import InfoGAN
+from lightning_gen.modules.super_resolution import SRGAN, SRResNet
 
 __all__ = [
     "AdversarialModule", "Player", "Autoencoder", "DenoisingAutoencoder", "VAE", "SingleObjectiveModule", "batch_data", "eval_mode",
     "GenerativeModule", "GAN", "ConditionalGAN", "WGAN", "WGANGP", "DRAGAN", "LSGAN", "HingeGAN",
     "NonFiniteLossError", "DDPM", "RealNVP", "Pix2Pix", "CycleGAN", "BiGAN", "load_model",
     "InfoGAN",
+    "SRGAN", "SRResNet",
 ]
