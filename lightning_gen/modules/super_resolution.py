@@ -2,9 +2,9 @@
 
 Batches are dicts ``{"a": low-resolution (B, C, h, w), "b": high-resolution (B, C, scale h, scale w)}`` in [-1, 1]
 (see :class:`~lightning_gen.data.SuperResolutionDataModule`). SRGAN is a game on
-:class:`~lightning_gen.modules.adversarial.AdversarialModule`, ordered like pix2pix: one discriminator step on
-``D(b)`` vs ``D(G(a).detach())``, then one (counted) generator step on the perceptual loss (eq. 3)
-``content + adversarial_weight * gen(D(G(a)))``: the content term is the MSE of a feature network's maps (the
+:class:`~lightning_gen.modules.adversarial.AdversarialModule`: one (counted) generator step on the perceptual loss
+(eq. 3) ``content + adversarial_weight * gen(D(G(a)))``, then one discriminator step on ``D(b)`` vs
+``D(G(a).detach())``: the content term is the MSE of a feature network's maps (the
 paper's VGG54, :class:`~lightning_gen.nets.VGG19Features`) or the pixel MSE when no feature network is given
 (SRGAN-MSE), ``adversarial_weight = 1e-3``. With ``adversarial_weight=0`` (or no discriminator) there is no
 discriminator player and the module trains SRResNet on the content loss alone; :class:`SRResNet` names that case.
@@ -12,6 +12,7 @@ discriminator player and the module trains SRResNet on the content loss alone; :
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from functools import partial
 from typing import Any, Optional, Union
 
@@ -40,10 +41,11 @@ def _adam() -> OptimizerCallable:
 
 
 def _image_quality(fake: Tensor, target: Tensor) -> dict[str, Tensor]:
-    """Mean per-image PSNR (dB) and SSIM of images in [-1, 1] (``data_range=2``, the same values as in [0, 1])."""
-    fake, target = fake.float(), target.float()
-    psnr = peak_signal_noise_ratio(fake, target, data_range=2.0, dim=(1, 2, 3), reduction="elementwise_mean")
-    ssim = structural_similarity_index_measure(fake, target, data_range=2.0)
+    """Mean per-image PSNR (dB) and SSIM of images in [-1, 1], measured on the images mapped to [0, 1] (PSNR is the
+    same either way; SSIM's luminance term is not shift-invariant, and [0, 1] is the standard convention)."""
+    fake, target = (fake.float() + 1) / 2, (target.float() + 1) / 2
+    psnr = peak_signal_noise_ratio(fake, target, data_range=1.0, dim=(1, 2, 3), reduction="elementwise_mean")
+    ssim = structural_similarity_index_measure(fake, target, data_range=1.0)
     return {"psnr": psnr, "ssim": ssim}
 
 
@@ -52,7 +54,7 @@ class SRGAN(AdversarialModule):
     ``adversarial_weight`` times a discriminator's adversarial loss (eq. 3).
 
     ``sample(n, a=low_res)`` / :meth:`upscale` return the super-resolved images in eval mode; validation and test
-    log ``psnr`` and ``ssim`` of ``G(a)`` against ``b``.
+    log ``psnr`` and ``ssim`` of ``G(a)`` against ``b`` (on images mapped to [0, 1]).
     """
 
     translates_inputs = True  # predict_step upscales the data module's low-resolution images
@@ -190,7 +192,10 @@ class SRGAN(AdversarialModule):
 
     # -- training -----------------------------------------------------------------------------------------------
     def training_step(self, batch: Any, batch_idx: int) -> None:
-        """One discriminator step (when adversarial), then one (counted) generator step."""
+        """One (counted) generator step with the discriminator frozen, then one discriminator step (when adversarial)
+        on the same, detached, fakes -- the order of the common SRGAN/ESRGAN code (e.g. BasicSR). The discriminator
+        steps last, so its BatchNorm statistics (also moved by the generator step's forward) are rank 0's on every
+        rank after each batch under DDP."""
         a, b = _pair(batch, type(self).__name__)
         fake_b = self.generator(a)
         if fake_b.shape != b.shape:
@@ -199,21 +204,17 @@ class SRGAN(AdversarialModule):
                 f"high-resolution images are {tuple(b.shape)}: the generator's scale must equal the data module's "
                 "scale (and its out_channels the images' channels)."
             )
-        logs: dict[str, Tensor] = {}
+        with self.frozen("discriminator") if self.adversarial else nullcontext():
+            loss_g, parts = self.generator_loss(b, fake_b)
+            self.player_backward("generator", loss_g)
+        self.player_step("generator")
+        logs = {"train/loss_gen": loss_g.detach(), **{f"train/{k}": v for k, v in parts.items()}}
         if self.adversarial:
             loss_d = self.discriminator_loss(b, fake_b)
             self.player_backward("discriminator", loss_d)
             self.player_step("discriminator")
             logs["train/loss_dis"] = loss_d.detach()
-            with self.frozen("discriminator"):
-                loss_g, parts = self.generator_loss(b, fake_b)
-                self.player_backward("generator", loss_g)
-        else:
-            loss_g, parts = self.generator_loss(b, fake_b)
-            self.player_backward("generator", loss_g)
-        self.player_step("generator")
         if self.should_log(batch_idx):
-            logs.update({"train/loss_gen": loss_g.detach(), **{f"train/{k}": v for k, v in parts.items()}})
             self.log_training(logs, a.shape[0])
 
     # -- evaluation ---------------------------------------------------------------------------------------------
