@@ -254,3 +254,100 @@ def test_evaluation_steps_leave_the_global_rng_alone(trained, monkeypatch):
     model.validation_step(batch, 0)
     model.test_step(batch, 1)
     assert torch.equal(torch.get_rng_state(), state)
+
+
+# -- conditional image-to-image families: sample(num_samples, a=inputs) --------------------------------------------
+# Their samples are deterministic functions of the given inputs, so the contract is: the data's shape and range for
+# the inputs' count, the same output whatever ``generator`` (and the global RNG untouched), eval mode inside with the
+# modes restored, the same output after loading a checkpoint, clear errors for missing or extra arguments, and every
+# trained parameter receiving a gradient in a training step.
+def _sr_nets() -> dict[str, nn.Module]:
+    from lightning_gen.nets import SRGANDiscriminator, SRResNetGenerator
+
+    return {"generator": SRResNetGenerator(1, channels=4, num_blocks=1, scale=2),
+            "discriminator": SRGANDiscriminator(1, base_channels=4, num_stages=2, hidden_dim=8)}
+
+
+def _srresnet_nets() -> dict[str, nn.Module]:
+    return {"generator": _sr_nets()["generator"]}
+
+
+CONDITIONAL_CASES: dict[str, Case] = {
+    "srgan/image": Case(lightning_gen.SRGAN, _sr_nets, "sr_image"),
+    "srresnet/image": Case(lightning_gen.SRResNet, _srresnet_nets, "sr_image"),
+}
+
+
+def _sr_data() -> L.LightningDataModule:
+    from lightning_gen.data import SuperResolutionDataModule
+
+    return SuperResolutionDataModule(BlobImages(train_size=60, test_size=20, batch_size=10), scale=2)
+
+
+@pytest.fixture(scope="module", params=sorted(CONDITIONAL_CASES))
+def trained_conditional(request, tmp_path_factory) -> tuple[str, lightning_gen.GenerativeModule, dict, Path]:
+    """Each conditional family fitted for 2 steps, with a training batch and a checkpoint."""
+    name = request.param
+    case = CONDITIONAL_CASES[name]
+    tmp_path = tmp_path_factory.mktemp(name.replace("/", "_"))
+    L.seed_everything(0)
+    model = case.build(**case.nets(), **case.kwargs)
+    trainer = L.Trainer(
+        accelerator="cpu", devices=1, max_steps=2, limit_val_batches=0, num_sanity_val_steps=0, logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        default_root_dir=str(tmp_path),
+    )
+    data = _sr_data()
+    trainer.fit(model, data)
+    ckpt = tmp_path / "model.ckpt"
+    trainer.save_checkpoint(ckpt)
+    return name, model, next(iter(data.test_dataloader())), ckpt
+
+
+def test_conditional_samples_are_the_inputs_translated(trained_conditional):
+    name, model, batch, _ = trained_conditional
+    a, b = batch["a"][:7], batch["b"][:7]
+    state = torch.get_rng_state()
+    x = model.sample(7, a=a)
+    assert x.shape == b.shape and torch.isfinite(x).all()
+    assert float(x.min()) >= -1.0 and float(x.max()) <= 1.0
+    torch.testing.assert_close(model.sample(7, generator=_seeded(1), a=a), x, rtol=0, atol=0)
+    assert torch.equal(torch.get_rng_state(), state)
+    model.train()
+    modes = [m.training for m in model.modules()]
+    model.sample(2, a=a[:2])
+    assert [m.training for m in model.modules()] == modes
+    with pytest.raises(TypeError):
+        model.sample(7)
+    with pytest.raises(ValueError):
+        model.sample(6, a=a)
+    with pytest.raises(TypeError, match="unexpected"):
+        model.sample(7, a=a, labels=torch.zeros(7))
+
+
+def test_conditional_samples_are_the_same_after_loading_the_checkpoint(trained_conditional):
+    name, model, batch, ckpt = trained_conditional
+    loaded = type(model).load_from_checkpoint(ckpt, **CONDITIONAL_CASES[name].nets())
+    torch.testing.assert_close(loaded.sample(5, a=batch["a"][:5]), model.sample(5, a=batch["a"][:5]), rtol=0, atol=0)
+
+
+def test_conditional_training_step_gives_every_trained_parameter_a_gradient(trained_conditional, monkeypatch):
+    import copy
+
+    _, model, batch, _ = trained_conditional
+    model = copy.deepcopy(model)
+    seen: dict[str, set[str]] = {}
+    names = {id(p): n for n, p in model.named_parameters()}
+
+    def backward(player: str, loss: torch.Tensor, check_finite: bool = True) -> None:
+        params = model.players[player].parameters()
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        seen[player] = {names[id(p)] for p, g in zip(params, grads) if g is not None and g.abs().sum() > 0}
+
+    monkeypatch.setattr(model, "player_backward", backward)
+    monkeypatch.setattr(model, "player_step", lambda name: True)
+    monkeypatch.setattr(model, "should_log", lambda batch_idx: False)
+    model.training_step(batch, 0)
+    for player, p in model.players.items():
+        expected = {names[id(q)] for q in p.parameters()}
+        assert seen[player] == expected, f"{player}: no gradient for {sorted(expected - seen[player])}"
