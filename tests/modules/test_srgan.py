@@ -183,3 +183,32 @@ def test_ddp_two_cpu_processes_keep_parameters_identical(tmp_path):
         torch.testing.assert_close(a[name], b[name], rtol=0, atol=0, msg=f"{name} differs between ranks")
     for prefix in ("generator.", "discriminator."):  # both players trained
         assert max((a[k] - init[k]).abs().max().item() for k in init if k.startswith(prefix)) > 1e-4, prefix
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["srgan", "srresnet"])
+def test_mnist_recipe_fits_tests_predicts_and_loads(family, tmp_path, mnist_root):
+    """`lightning-gen fit/test/predict --config configs/<family>/mnist.yaml` with small nets, two steps."""
+    import lightning_gen
+    from lightning_gen.cli import GenerativeCLI, main
+
+    args = [
+        f"--config={ROOT / 'configs' / family / 'mnist.yaml'}", f"--trainer.default_root_dir={tmp_path}",
+        "--trainer.max_steps=2", "--trainer.limit_val_batches=1", "--trainer.limit_test_batches=2",
+        "--trainer.accelerator=cpu", "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
+        f"--trainer.logger.save_dir={tmp_path}", "--model.generator.init_args.channels=8",
+        "--model.generator.init_args.num_blocks=1", "--data.predict_size=6",
+    ]
+    if family == "srgan":
+        args += ["--model.discriminator.init_args.base_channels=4", "--model.discriminator.init_args.hidden_dim=16"]
+    main(["fit", *args])
+    last = next(tmp_path.rglob("last.ckpt"))
+    assert torch.load(last, weights_only=True)["global_step"] == 2
+    assert sorted(tmp_path.rglob("super_resolution_step2.png")), "the super-resolution grid wrote no PNG"
+    cli = GenerativeCLI(args=["test", *args, f"--ckpt_path={last}"])
+    assert torch.isfinite(cli.trainer.callback_metrics["test/psnr"])
+    main(["predict", *args, f"--ckpt_path={last}"])
+    samples = torch.load(next(tmp_path.rglob("samples.pt")), weights_only=True)
+    assert samples.shape == (6, 1, 28, 28) and samples.min() >= -1 and samples.max() <= 1
+    model = lightning_gen.load_model(last)
+    assert type(model).__name__ == {"srgan": "SRGAN", "srresnet": "SRResNet"}[family]
