@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Any, Callable, Optional, Union
 
 import lightning as L
-import torch
 from lightning.pytorch.utilities.model_helpers import is_overridden
 from torch import Tensor
 from torch.utils.data import DataLoader, Subset

@@ -30,7 +30,7 @@ def _check_positive(**kwargs: int) -> None:
 
 def _check_scale(scale: int) -> int:
     """The number of x2 PixelShuffle stages for ``scale`` (a power of two >= 2)."""
-    stages = int(round(math.log2(scale))) if scale >= 2 else 0
+    stages = round(math.log2(scale)) if scale >= 2 else 0
     if scale < 2 or 2**stages != scale:
         raise ValueError(f"scale must be a power of two >= 2 (2 or 4 as in the paper), got {scale}")
     return stages
