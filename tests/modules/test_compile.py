@@ -29,6 +29,8 @@ import lightning_gen
 from lightning_gen.data import ToyGaussiansDataModule
 from lightning_gen.modules.compile import compile_counts, compile_nets, compile_options, eager, is_compiled
 from lightning_gen.nets import (
+    JointMLPDiscriminator,
+    MLPInfoGANDiscriminator,
     DCGANDiscriminator,
     DCGANGenerator,
     MLPDecoder,
@@ -257,6 +259,10 @@ FAMILIES: dict[str, tuple[Callable[..., lightning_gen.GenerativeModule], Callabl
     "realnvp": (lambda **k: lightning_gen.RealNVP(VectorRealNVP(2, 4, (16, 16)), **k), _toy, 1),
     "ddpm": (lambda **k: lightning_gen.DDPM(MLPDenoiser(2, (32, 32), 16), num_timesteps=25, ema_decay=0.9, **k), _toy, 1),
     "gan": (lambda **k: lightning_gen.GAN(MLPGenerator(2, 2, (16,)), MLPDiscriminator(2, (16,)), **k), _toy, 4),
+    "infogan": (lambda **k: lightning_gen.InfoGAN(MLPGenerator(2 + 4 + 1, 2, (16,)),
+                                                  MLPInfoGANDiscriminator(2, 4, 1, (16,), (8,)), **k), _toy, 3),  # q() eager
+    "bigan": (lambda **k: lightning_gen.BiGAN(MLPGenerator(4, 2, (16,)), MLPEncoder(2, 4, (16,)),
+                                              JointMLPDiscriminator(2, 4, (16,)), **k), _toy, 5),
     "pix2pix": (make_pix2pix, InversionDataModule, 3),  # generator; discriminator trained and frozen
     "cyclegan": (make_cyclegan, InversionDataModule, 8),  # 2 generators; 2 discriminators frozen and trained
 }
