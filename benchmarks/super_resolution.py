@@ -14,6 +14,17 @@ inputs are the antialiased bicubic downsampling of the digits (the data module's
 Measured on the test split (the t10k digits) with torchmetrics' ``PeakSignalNoiseRatio`` (per image, averaged) and
 ``StructuralSimilarityIndexMeasure`` on images mapped to [0, 1] (``data_range=1``): bicubic upsampling of the inputs,
 SRResNet and SRGAN, side by side, with each run's steps and wall time.
+
+Measured with the defaults (``OMP_NUM_THREADS=1 LIGHTNING_GEN_DATA=/work/shared/data python
+benchmarks/super_resolution.py``; that copy of MNIST holds 10,000 training and 5,000 test digits; 2 shared CPU
+cores, one thread):
+
+    method                                    PSNR (dB)     SSIM   steps  fit wall (s)
+    bicubic                                       14.51   0.5231       0             0
+    SRResNet (pixel MSE)                          21.43   0.9274    3000           231
+    SRGAN (MSE + 1e-3 adv, from SRResNet)         21.17   0.9219    2000           338
+
+SRGAN trades a little PSNR/SSIM for the adversarial term, as in the paper's table (it is not optimized for them).
 """
 
 from __future__ import annotations
