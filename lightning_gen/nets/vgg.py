@@ -82,11 +82,11 @@ class VGG19Features(nn.Module):
         super().__init__()
         if layer not in VGG19_LAYERS:
             raise ValueError(f"layer must be one of the VGG-19 layers {list(VGG19_LAYERS)}, got {layer!r}")
-        from torchvision.models import vgg19
+        from torchvision.models.vgg import cfgs, make_layers
 
-        net = vgg19(weights=None)
+        path = _vgg19_weights(weights_path, download) if pretrained else None  # fail before building anything
+        features = make_layers(cfgs["E"], batch_norm=False)  # vgg19().features, without the 120M-weight classifier
         if pretrained:
-            path = _vgg19_weights(weights_path, download)
             if path is None:
                 try:
                     state = torch.hub.load_state_dict_from_url(VGG19_WEIGHTS_URL, progress=False)
@@ -97,9 +97,9 @@ class VGG19Features(nn.Module):
                     ) from err
             else:
                 state = torch.load(path, map_location="cpu", weights_only=True)
-            net.load_state_dict(state)
+            features.load_state_dict({k[len("features."):]: v for k, v in state.items() if k.startswith("features.")})
         self.layer = layer
-        self.features = net.features[: VGG19_LAYERS.index(layer) + 1]
+        self.features = features[: VGG19_LAYERS.index(layer) + 1]
         self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self.requires_grad_(False)

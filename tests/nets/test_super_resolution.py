@@ -103,3 +103,19 @@ def test_missing_vgg_weights_say_where_to_put_them_and_never_download(tmp_path, 
         VGG19Features(weights_path=str(tmp_path / "missing.pth"))
     with pytest.raises(ValueError, match="VGG-19 layers"):
         VGG19Features("relu9_9", pretrained=False)
+
+
+def test_vgg_weights_are_read_from_weights_path_or_the_environment(tmp_path, monkeypatch):
+    from torchvision.models.vgg import cfgs, make_layers
+
+    torch.manual_seed(0)
+    features = make_layers(cfgs["E"])
+    state = {f"features.{k}": v for k, v in features.state_dict().items()}
+    state["classifier.0.weight"] = torch.zeros(1)  # torchvision's file also holds the classifier: ignored
+    path = tmp_path / "vgg19.pth"
+    torch.save(state, path)
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", lambda *a, **k: pytest.fail("tried to download"))
+    net = VGG19Features("relu2_2", weights_path=str(path))
+    torch.testing.assert_close(net.features[7].weight, features[7].weight, rtol=0, atol=0)  # conv2_2
+    monkeypatch.setenv(VGG19_WEIGHTS_ENV, str(path))
+    torch.testing.assert_close(VGG19Features("relu1_1").features[0].bias, features[0].bias, rtol=0, atol=0)
