@@ -79,6 +79,23 @@ def test_generator_step_is_content_plus_1e3_adversarial_by_hand(tmp_path):
     assert not any(p.requires_grad for p in features.parameters())
 
 
+
+def test_a_vgg_content_network_stays_frozen_and_in_eval_mode(tmp_path):
+    from lightning_gen.nets import VGG19Features
+
+    generator, discriminator = _nets()
+    vgg = VGG19Features("relu1_2", pretrained=False)
+    before = copy.deepcopy(vgg.state_dict())
+    model = SRGAN(generator, discriminator, content_network=vgg)
+    _, _, loader = _one_batch()
+    trainer = _trainer(tmp_path, max_steps=2, log_every_n_steps=1, limit_val_batches=0)
+    trainer.fit(model, loader)
+    model.train()
+    assert not vgg.training and model.generator.training
+    assert all(torch.equal(v, before[k]) for k, v in vgg.state_dict().items())
+    assert "content_network.features.0.weight" in model.state_dict()
+    assert trainer.callback_metrics["train/loss_content"] > 0
+
 def test_discriminator_step_is_the_nonsaturating_loss_on_real_and_detached_fake(tmp_path):
     generator, discriminator = _nets()
     model = SRGAN(generator, discriminator, discriminator_optimizer=partial(torch.optim.SGD, lr=0.1))
