@@ -24,7 +24,7 @@ from lightning_gen.modules.shapes import (
     input_problem,
     raise_shape_problems,
 )
-from lightning_gen.noise import randn
+from lightning_gen.noise import check_truncation, truncated_randn
 from lightning_gen.precision import full_precision
 
 __all__ = ["BiGAN"]
@@ -119,9 +119,12 @@ class BiGAN(AdversarialModule):
         """Size of the noise vector and of the codes."""
         return int(self.generator.latent_dim)
 
-    def noise(self, num_samples: int, generator: Optional[torch.Generator] = None) -> Tensor:
-        """Standard normal noise ``(num_samples, latent_dim)`` on this module's device (from ``generator`` if given)."""
-        return randn((num_samples, self.latent_dim), generator, self.device)
+    def noise(
+        self, num_samples: int, generator: Optional[torch.Generator] = None, truncation: Optional[float] = None
+    ) -> Tensor:
+        """Standard normal noise ``(num_samples, latent_dim)`` on this module's device (from ``generator`` if given),
+        truncated to ``[-truncation, truncation]`` when given (the truncation trick)."""
+        return truncated_randn((num_samples, self.latent_dim), truncation, generator, self.device)
 
     def forward(self, z: Tensor) -> Tensor:
         """Run the (training-mode) generator on noise ``z``."""
@@ -137,10 +140,15 @@ class BiGAN(AdversarialModule):
             return full_precision(self.generator(z.to(self.device)))
 
     @torch.no_grad()
-    def sample(self, num_samples: int, generator: Optional[torch.Generator] = None, **condition: Any) -> Tensor:
-        """``num_samples`` samples ``G(z)``, ``z ~ N(0, I)`` (from ``generator`` if given), in eval mode."""
+    def sample(
+        self, num_samples: int, generator: Optional[torch.Generator] = None, truncation: Optional[float] = None,
+        **condition: Any,
+    ) -> Tensor:
+        """``num_samples`` samples ``G(z)``, ``z ~ N(0, I)`` (from ``generator`` if given; truncated to
+        ``[-truncation, truncation]`` when given), in eval mode."""
         reject_unexpected_arguments(self, condition)
-        return self.generate(self.noise(num_samples, generator))
+        check_truncation(truncation)
+        return self.generate(self.noise(num_samples, generator, truncation))
 
     @torch.no_grad()
     def encode(self, x: Tensor) -> Tensor:

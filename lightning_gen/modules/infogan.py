@@ -20,7 +20,7 @@ from lightning_gen.modules.base import (
 )
 from lightning_gen.modules.gan import GAN
 from lightning_gen.nets.layers import one_hot
-from lightning_gen.noise import rand, randint, randn
+from lightning_gen.noise import check_truncation, rand, randint, truncated_randn
 from lightning_gen.precision import full_precision
 
 __all__ = ["InfoGAN"]
@@ -119,12 +119,14 @@ class InfoGAN(GAN):
         return [self.generator, self.discriminator]
 
     def sample_codes(
-        self, num_samples: int, generator: Optional[torch.Generator] = None, codes: Optional[Mapping[str, Any]] = None
+        self, num_samples: int, generator: Optional[torch.Generator] = None, codes: Optional[Mapping[str, Any]] = None,
+        truncation: Optional[float] = None,
     ) -> dict[str, Optional[Tensor]]:
         """Noise and codes for ``num_samples`` inputs: ``{"noise", "categorical", "continuous"}``, drawn in that order
-        from ``generator``; the codes given in ``codes`` replace the drawn ones (the noise is the same either way)."""
+        from ``generator``; the codes given in ``codes`` replace the drawn ones (the noise is the same either way).
+        ``truncation``: the noise (not the codes) from N(0, 1) truncated to ``[-truncation, truncation]``."""
         n = int(num_samples)
-        noise = randn((n, self.noise_dim), generator, self.device)
+        noise = truncated_randn((n, self.noise_dim), truncation, generator, self.device)
         categorical = randint(self.num_categories, (n,), generator, self.device) if self.num_categories else None
         continuous = rand((n, self.num_continuous), generator, self.device) * 2 - 1
         if codes:
@@ -180,15 +182,17 @@ class InfoGAN(GAN):
     @torch.no_grad()
     def sample(
         self, num_samples: int, generator: Optional[torch.Generator] = None,
-        codes: Optional[Mapping[str, Any]] = None, **condition: Any,
+        codes: Optional[Mapping[str, Any]] = None, truncation: Optional[float] = None, **condition: Any,
     ) -> Tensor:
         """Generate ``num_samples`` samples in eval mode (EMA generator when enabled).
 
         ``codes={"categorical": int or (n,) ints, "continuous": (m,) or (n, m)}`` fixes codes; the parts left out are
         drawn at random, and the noise is the same for the same ``generator`` whichever codes are fixed.
+        ``truncation``: the truncation trick on the noise ``z`` only (the codes keep their distributions).
         """
         reject_unexpected_arguments(self, condition, 'InfoGAN takes codes={"categorical": ..., "continuous": ...}')
-        return self.generate(self.generator_input(**self.sample_codes(num_samples, generator, codes)))
+        check_truncation(truncation)
+        return self.generate(self.generator_input(**self.sample_codes(num_samples, generator, codes, truncation)))
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
         """One sample per element of the batch (random codes)."""

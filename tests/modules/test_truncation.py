@@ -1,4 +1,5 @@
-"""The truncation trick (Brock et al. 2019) in every noise-driven ``sample()``: GAN, cGAN, AE, VAE, RealNVP.
+"""The truncation trick (Brock et al. 2019) in every noise-driven ``sample()``: GAN, cGAN, AE, VAE, RealNVP, InfoGAN,
+BiGAN.
 
 Each sample must come from the same noise the module would draw, truncated by
 :func:`lightning_gen.noise.truncated_randn`; ``truncation=None`` must be the old ``sample()`` exactly.
@@ -15,10 +16,12 @@ import lightning_gen
 from lightning_gen.nets import (
     DCGANDiscriminator,
     DCGANGenerator,
+    JointMLPDiscriminator,
     MLPDecoder,
     MLPDiscriminator,
     MLPEncoder,
     MLPGenerator,
+    MLPInfoGANDiscriminator,
     VectorRealNVP,
 )
 from lightning_gen.noise import randn, truncated_randn
@@ -51,8 +54,17 @@ def _realnvp() -> lightning_gen.GenerativeModule:
     return lightning_gen.RealNVP(VectorRealNVP(2, 4, (16, 16)), temperature=0.7)
 
 
+def _infogan() -> lightning_gen.GenerativeModule:
+    return lightning_gen.InfoGAN(MLPGenerator(3 + 4 + 1, 2, (16,)), MLPInfoGANDiscriminator(2, 4, 1, (16,), (8,)))
+
+
+def _bigan() -> lightning_gen.GenerativeModule:
+    return lightning_gen.BiGAN(MLPGenerator(4, 2, (16,)), MLPEncoder(2, 4, (16,)), JointMLPDiscriminator(2, 4, (16,)))
+
+
 BUILDERS: dict[str, Callable[[], lightning_gen.GenerativeModule]] = {
-    "gan": _gan, "cgan": _cgan, "autoencoder": _autoencoder, "vae": _vae, "realnvp": _realnvp,
+    "gan": _gan, "cgan": _cgan, "autoencoder": _autoencoder, "vae": _vae, "realnvp": _realnvp, "infogan": _infogan,
+    "bigan": _bigan,
 }
 
 
@@ -112,3 +124,20 @@ def test_ddpm_does_not_take_a_truncation():
     model = lightning_gen.DDPM(MLPDenoiser(2, (16,), 8), num_timesteps=5, schedule="cosine")
     with pytest.raises(TypeError, match="truncation"):
         model.sample(2, truncation=1.0)
+
+
+def test_infogan_truncates_the_noise_and_keeps_the_codes():
+    model = _infogan().eval()
+    parts = model.sample_codes(10, _seeded(5), {"categorical": 2}, truncation=0.3)
+    plain = model.sample_codes(10, _seeded(5), {"categorical": 2})
+    torch.testing.assert_close(parts["noise"], truncated_randn((10, 3), 0.3, _seeded(5)), rtol=0, atol=0)
+    assert torch.equal(parts["categorical"], plain["categorical"]) and bool((parts["categorical"] == 2).all())
+    assert parts["continuous"].shape == (10, 1)
+    torch.testing.assert_close(model.sample(10, generator=_seeded(5), codes={"categorical": 2}, truncation=0.3),
+                               model.generate(model.generator_input(**parts)), rtol=0, atol=0)
+
+
+def test_bigan_samples_are_the_generator_on_truncated_noise():
+    model = _bigan().eval()
+    z = truncated_randn((9, 4), 0.6, _seeded(6))
+    torch.testing.assert_close(model.sample(9, generator=_seeded(6), truncation=0.6), model.generate(z), rtol=0, atol=0)
