@@ -7,12 +7,14 @@ from lightning_gen.callbacks.image_logging import image_dir, log_image, run_dir
 from lightning_gen.callbacks.infogan import CodeGridCallback, CodeMetricsCallback
 from lightning_gen.callbacks.images import (
     InterpolationCallback,
+    PeriodicImageCallback,
     SampleGridCallback,
     grid_to_uint8,
     images_to_grid,
     lerp,
     slerp,
 )
+from lightning_gen.callbacks.memory_format import ChannelsLast
 from lightning_gen.callbacks.metrics import GenerativeMetricsCallback
 from lightning_gen.callbacks.predictions import SampleWriter
 from lightning_gen.callbacks.reconstruction import ReconstructionGridCallback
@@ -22,10 +24,12 @@ from lightning_gen.callbacks.toy import ToyMetricsCallback, ToyScatterCallback
 from lightning_gen.callbacks.translation import TranslationGridCallback
 
 __all__ = [
+    "ChannelsLast",
     "GenerativeMetricsCallback",
     "InterpolationCallback",
     "PeriodicCheckpoint",
     "ReconstructionGridCallback",
+    "PeriodicImageCallback",
     "SampleGridCallback",
     "SampleWriter",
     "StepProgressBar",

@@ -107,7 +107,63 @@ def _generator_steps(trainer: L.Trainer, pl_module: L.LightningModule) -> int:
 
 
 # -- callbacks ------------------------------------------------------------------------------------------------------
-class SampleGridCallback(L.Callback):
+class PeriodicImageCallback(L.Callback):
+    """Base of the picture callbacks: logs :meth:`image` as ``self.key`` (any logger; a PNG in any case) every
+    ``every_n_steps`` generator steps (once per step, however many batches a step takes), at the end of every
+    ``every_n_epochs``-th epoch and at the end of training (``log_on_train_end``; not twice at one step).
+
+    Subclasses set ``key``, ``every_n_steps``, ``every_n_epochs`` and ``log_on_train_end`` and implement
+    :meth:`render` (a ``(3, H, W)`` grid in [0, 1]) or :meth:`image` (an ``(H, W, 3)`` uint8 array).
+    """
+
+    key: str
+    every_n_steps: Optional[int] = None
+    every_n_epochs: Optional[int] = None
+    log_on_train_end: bool = True
+    _last_logged_step: Optional[int] = None
+    _last_step_seen: Optional[int] = None
+
+    def render(self, pl_module: L.LightningModule) -> Tensor:
+        """The picture as a ``(3, H, W)`` grid in [0, 1]."""
+        raise NotImplementedError
+
+    def image(self, pl_module: L.LightningModule) -> np.ndarray:
+        """The picture as the ``(H, W, 3)`` uint8 array that is logged (default: :meth:`render`'s grid)."""
+        return grid_to_uint8(self.render(pl_module))
+
+    def forget_logged_steps(self) -> None:
+        """Forget the steps logged by an earlier fit with this callback."""
+        self._last_logged_step = self._last_step_seen = None
+
+    def _log(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        log_image(trainer, self.key, self.image(pl_module), step=trainer.global_step)
+        self._last_logged_step = trainer.global_step
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        """Log every ``every_n_steps`` generator steps (once per step, however many batches a step takes)."""
+        if self.every_n_steps is None:
+            return
+        steps = _generator_steps(trainer, pl_module)
+        if steps > 0 and steps % self.every_n_steps == 0 and steps != self._last_step_seen:
+            self._last_step_seen = steps
+            self._log(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Log at the end of every ``every_n_epochs``-th epoch."""
+        if self.every_n_epochs is not None and (trainer.current_epoch + 1) % self.every_n_epochs == 0:
+            self._log(trainer, pl_module)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Log the final picture, unless it was logged at this very step already."""
+        if self.log_on_train_end and self._last_logged_step != trainer.global_step:
+            self._log(trainer, pl_module)
+
+
+class SampleGridCallback(PeriodicImageCallback):
     """Logs a grid of ``sample()`` outputs drawn from the same noise each time, so grids over training compare.
 
     The noise comes from a CPU ``torch.Generator`` seeded with ``seed`` on every call. For a conditional module
@@ -181,7 +237,7 @@ class SampleGridCallback(L.Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Forget the steps logged by an earlier fit with this callback."""
-        self._last_logged_step = self._last_step_seen = None
+        self.forget_logged_steps()
 
     def render(self, pl_module: L.LightningModule) -> Tensor:
         """Draw the grid from the fixed noise (and labels), store it in ``last_grid`` and return it."""
@@ -199,34 +255,6 @@ class SampleGridCallback(L.Callback):
                 nrow = self.nrow or len(cycle)
         self.last_grid = images_to_grid(images, nrow)
         return self.last_grid
-
-    def _log(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.is_global_zero:
-            return
-        log_image(trainer, self.key, grid_to_uint8(self.render(pl_module)), step=trainer.global_step)
-        self._last_logged_step = trainer.global_step
-
-    def on_train_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
-    ) -> None:
-        """Log every ``every_n_steps`` generator steps (once per step, however many batches a step takes)."""
-        if self.every_n_steps is None:
-            return
-        steps = _generator_steps(trainer, pl_module)
-        if steps > 0 and steps % self.every_n_steps == 0 and steps != self._last_step_seen:
-            self._last_step_seen = steps
-            self._log(trainer, pl_module)
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Log at the end of every ``every_n_epochs``-th epoch."""
-        if self.every_n_epochs is not None and (trainer.current_epoch + 1) % self.every_n_epochs == 0:
-            self._log(trainer, pl_module)
-
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Log the final grid, unless it was logged at this very step already."""
-        if self.log_on_train_end and self._last_logged_step != trainer.global_step:
-            self._log(trainer, pl_module)
-
 
 class InterpolationCallback(L.Callback):
     """Logs latent-space interpolations: one row per fixed random pair ``(z0, z1)``, ``steps`` columns from ``z0``

@@ -10,8 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lightning_gen.callbacks.image_logging import log_image
-from lightning_gen.callbacks.images import grid_to_uint8, images_to_grid
+from lightning_gen.callbacks.images import PeriodicImageCallback, grid_to_uint8, images_to_grid
 from lightning_gen.metrics.clustering import BestPermutationAccuracy, CodePurity
 
 __all__ = ["CodeGridCallback", "CodeMetricsCallback"]
@@ -26,7 +25,7 @@ def _check_module(pl_module: L.LightningModule, who: str) -> None:
                         f"has no {', '.join(missing)}")
 
 
-class CodeGridCallback(L.Callback):
+class CodeGridCallback(PeriodicImageCallback):
     """Logs what the codes control, drawn from the same noise each time so pictures over training compare.
 
     Images: a grid with one row per categorical value (one row when there is no categorical code) and ``steps``
@@ -94,7 +93,7 @@ class CodeGridCallback(L.Callback):
             parts["categorical"] = torch.arange(k, device=parts["noise"].device).repeat_interleave(cols)
         return pl_module.generator_input(**parts)
 
-    def render(self, pl_module: L.LightningModule) -> np.ndarray:
+    def image(self, pl_module: L.LightningModule) -> np.ndarray:
         """Draw the picture (image grid or coloured scatter) as an ``(H, W, 3)`` uint8 array."""
         _check_module(pl_module, type(self).__name__)
         with torch.no_grad():
@@ -129,36 +128,9 @@ class CodeGridCallback(L.Callback):
         canvas.draw()
         return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
-    def _log(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.is_global_zero:
-            return
-        log_image(trainer, self.key, self.render(pl_module), step=trainer.global_step)
-        self._last_logged_step = trainer.global_step
-
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Forget the steps logged by an earlier fit with this callback."""
-        self._last_logged_step = self._last_step_seen = None
-
-    def on_train_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
-    ) -> None:
-        """Log every ``every_n_steps`` generator steps (once per step)."""
-        if self.every_n_steps is None:
-            return
-        steps = int(getattr(pl_module, "generator_steps", trainer.global_step))
-        if steps > 0 and steps % self.every_n_steps == 0 and steps != self._last_step_seen:
-            self._last_step_seen = steps
-            self._log(trainer, pl_module)
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Log at the end of every ``every_n_epochs``-th epoch."""
-        if self.every_n_epochs is not None and (trainer.current_epoch + 1) % self.every_n_epochs == 0:
-            self._log(trainer, pl_module)
-
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Log the final picture, unless it was logged at this very step already."""
-        if self.log_on_train_end and self._last_logged_step != trainer.global_step:
-            self._log(trainer, pl_module)
+        self.forget_logged_steps()
 
 
 class CodeMetricsCallback(L.Callback):

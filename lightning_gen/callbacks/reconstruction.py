@@ -9,13 +9,12 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
-from lightning_gen.callbacks.image_logging import log_image
-from lightning_gen.callbacks.images import _generator_steps, grid_to_uint8, images_to_grid
+from lightning_gen.callbacks.images import PeriodicImageCallback, images_to_grid
 
 __all__ = ["ReconstructionGridCallback"]
 
 
-class ReconstructionGridCallback(L.Callback):
+class ReconstructionGridCallback(PeriodicImageCallback):
     """Logs fixed held-out images over their reconstructions ``pl_module.reconstruct(x)``, the same images each time.
 
     The grid has ``nrow`` images per row; each row of originals is followed by the row of their reconstructions
@@ -91,7 +90,7 @@ class ReconstructionGridCallback(L.Callback):
                 f"ReconstructionGridCallback needs a module with reconstruct(x): {type(pl_module).__name__} has none "
                 "(use it with BiGAN or an autoencoder, or SampleGridCallback for samples)"
             )
-        self._last_logged_step = self._last_step_seen = None
+        self.forget_logged_steps()
         if self.images is not None:
             return
         datamodule = trainer.datamodule
@@ -122,30 +121,3 @@ class ReconstructionGridCallback(L.Callback):
             rows += [x, y]
         self.last_grid = images_to_grid(torch.cat(rows), self.nrow)
         return self.last_grid
-
-    def _log(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.is_global_zero:
-            return
-        log_image(trainer, self.key, grid_to_uint8(self.render(pl_module)), step=trainer.global_step)
-        self._last_logged_step = trainer.global_step
-
-    def on_train_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
-    ) -> None:
-        """Log every ``every_n_steps`` generator steps (once per step)."""
-        if self.every_n_steps is None:
-            return
-        steps = _generator_steps(trainer, pl_module)
-        if steps > 0 and steps % self.every_n_steps == 0 and steps != self._last_step_seen:
-            self._last_step_seen = steps
-            self._log(trainer, pl_module)
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Log at the end of every ``every_n_epochs``-th epoch."""
-        if self.every_n_epochs is not None and (trainer.current_epoch + 1) % self.every_n_epochs == 0:
-            self._log(trainer, pl_module)
-
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Log the final grid, unless it was logged at this very step already."""
-        if self.log_on_train_end and self._last_logged_step != trainer.global_step:
-            self._log(trainer, pl_module)

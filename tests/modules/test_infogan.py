@@ -180,7 +180,7 @@ def test_code_grid_rows_are_categories_and_columns_sweep_one_continuous_code():
     assert (z[:, :6] == z[:1, :6]).all()  # one noise vector
     assert z[:, 6:9].argmax(1).tolist() == [0] * 5 + [1] * 5 + [2] * 5
     assert z[:, 9].tolist() == [0.0] * 15 and z[:, 10].tolist() == [-2.0, -1.0, 0.0, 1.0, 2.0] * 3
-    image = grid.render(model)
+    image = grid.image(model)
     assert image.shape == (3 * 30 + 2, 5 * 30 + 2, 3) and image.dtype.name == "uint8"
 
 
