@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -92,8 +93,18 @@ def _launch(runs: list[list[str]], cwd: Path) -> subprocess.CompletedProcess:
     process group, DDP's rank 1 and loader workers included, never pytest)."""
     args = [arg for i, run in enumerate(runs) for arg in ([] if i == 0 else ["--then"]) + run]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "disabled"}
-    return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=600, start_new_session=True)
+    cmd = [sys.executable, str(SCRIPT), *args]
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=600)
+    except subprocess.TimeoutExpired:
+        # the whole session: DDP's rank 1 and the loader workers hold the pipes open, so killing the script alone
+        # would leave communicate() waiting for ever
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        err += "\n[test] the chain ran past 600 s and its process group was killed"
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 @pytest.fixture(scope="module")
