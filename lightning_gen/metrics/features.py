@@ -15,13 +15,14 @@ default, which is what our generators emit and our data modules yield; pass ``da
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 from typing import Any, Optional, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from lightning_gen.nets.weights import find_weights
 
 __all__ = [
     "ClassifierFeatureExtractor",
@@ -181,29 +182,14 @@ class FeatureExtractor(nn.Module):
 
 def _inception_weights(weights_path: Optional[Union[str, Path]], download: bool) -> Optional[Path]:
     """Where the Inception weights are: argument, environment variable, torch hub cache; ``None`` means download."""
-    if weights_path is not None:
-        path = Path(weights_path).expanduser()
-        if not path.is_file():
-            raise InceptionWeightsNotFoundError(f"No Inception weights at weights_path={str(path)!r}.")
-        return path
-    env = os.environ.get(INCEPTION_WEIGHTS_ENV)
-    if env:
-        path = Path(env).expanduser()
-        if not path.is_file():
-            raise InceptionWeightsNotFoundError(f"${INCEPTION_WEIGHTS_ENV}={env!r} is not a file.")
-        return path
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_WEIGHTS_FILE
-    if cached.is_file():
-        return cached
-    if download:
-        return None
-    raise InceptionWeightsNotFoundError(
+    return find_weights("Inception", weights_path, INCEPTION_WEIGHTS_ENV, INCEPTION_WEIGHTS_FILE, download,
+                        InceptionWeightsNotFoundError, lambda cached: (
         f"The FID/IS/KID Inception weights ({INCEPTION_WEIGHTS_FILE}) are not on this machine and download=False. "
         f"Either download {INCEPTION_WEIGHTS_URL} on a machine with internet and point "
         f"${INCEPTION_WEIGHTS_ENV} (or weights_path) at it, or copy it to {cached}; or set download=True here; or "
         "pass another extractor, e.g. lightning_gen.metrics.ClassifierFeatureExtractor(checkpoint=...) trained "
         "with `python -m lightning_gen.metrics.classifier` (for digits and other small images)."
-    )
+    ))
 
 
 class InceptionFeatureExtractor(FeatureExtractor):

@@ -6,12 +6,13 @@ and the torch hub cache, and only ``download=True`` fetches them.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Optional, Union
 
 import torch
 from torch import Tensor, nn
+
+from lightning_gen.nets.weights import find_weights
 
 __all__ = ["VGG19_LAYERS", "VGG19_WEIGHTS_ENV", "VGG19Features", "VGGWeightsNotFoundError"]
 
@@ -42,28 +43,13 @@ class VGGWeightsNotFoundError(FileNotFoundError):
 
 def _vgg19_weights(weights_path: Optional[Union[str, Path]], download: bool) -> Optional[Path]:
     """Where the VGG-19 weights are: argument, environment variable, torch hub cache; ``None`` means download."""
-    if weights_path is not None:
-        path = Path(weights_path).expanduser()
-        if not path.is_file():
-            raise VGGWeightsNotFoundError(f"No VGG-19 weights at weights_path={str(path)!r}.")
-        return path
-    env = os.environ.get(VGG19_WEIGHTS_ENV)
-    if env:
-        path = Path(env).expanduser()
-        if not path.is_file():
-            raise VGGWeightsNotFoundError(f"${VGG19_WEIGHTS_ENV}={env!r} is not a file.")
-        return path
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / VGG19_WEIGHTS_FILE
-    if cached.is_file():
-        return cached
-    if download:
-        return None
-    raise VGGWeightsNotFoundError(
+    return find_weights("VGG-19", weights_path, VGG19_WEIGHTS_ENV, VGG19_WEIGHTS_FILE, download, VGGWeightsNotFoundError,
+                        lambda cached: (
         f"The VGG-19 weights of the content loss ({VGG19_WEIGHTS_FILE}, torchvision's ImageNet weights) are not on "
         f"this machine and download=False. Either download {VGG19_WEIGHTS_URL} on a machine with internet and point "
         f"${VGG19_WEIGHTS_ENV} (or weights_path) at it, or copy it to {cached}; or set download=True here; or leave "
         "content_network out (null) to use the pixel MSE content loss (SRGAN-MSE)."
-    )
+    ))
 
 
 class VGG19Features(nn.Module):
