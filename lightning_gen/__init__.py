@@ -22,6 +22,7 @@ from lightning_gen.modules import (
     RealNVP,
     SRGAN,
     SRResNet,
+    StarGAN,
     load_model,
 )
 
@@ -31,4 +32,5 @@ __all__ = [
     "HingeGAN", "AdversarialModule", "NonFiniteLossError", "Pix2Pix", "CycleGAN", "BiGAN", "DDPM", "RealNVP", "GenerativeModule", "load_model", "__version__",
     "InfoGAN",
     "SRGAN", "SRResNet",
+    "StarGAN",
 ]

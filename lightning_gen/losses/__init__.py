@@ -1,5 +1,5 @@
 """Adversarial losses, critic regularizers, training stabilizers, VAE bound terms, the
-diffusion loss, image-to-image reconstruction losses and super-resolution content losses as pure functions."""
+diffusion loss, image-to-image reconstruction losses, super-resolution content losses and StarGAN's domain classification loss as pure functions."""
 
 from lightning_gen.losses.adversarial import *  # noqa: F401,F403
 from lightning_gen.losses.adversarial import __all__ as _adv_all
@@ -7,6 +7,8 @@ from lightning_gen.losses.content import *  # noqa: F401,F403
 from lightning_gen.losses.content import __all__ as _content_all
 from lightning_gen.losses.cycle import *  # noqa: F401,F403
 from lightning_gen.losses.cycle import __all__ as _cycle_all
+from lightning_gen.losses.domain import *  # noqa: F401,F403
+from lightning_gen.losses.domain import __all__ as _domain_all
 from lightning_gen.losses.diffusion import *  # noqa: F401,F403
 from lightning_gen.losses.diffusion import __all__ as _diff_all
 from lightning_gen.losses.elbo import *  # noqa: F401,F403
@@ -21,3 +23,4 @@ from lightning_gen.losses.stabilizers import __all__ as _stab_all
 __all__ = list(_adv_all) + list(_cycle_all) + list(_reg_all) + list(_stab_all) + list(_elbo_all) + list(_diff_all)
 __all__ += list(_info_all)
 __all__ += list(_content_all)
+__all__ += list(_domain_all)

@@ -16,6 +16,7 @@ from lightning_gen.modules.flow import RealNVP
 from lightning_gen.modules.gan import DRAGAN, GAN, LSGAN, WGAN, WGANGP, ConditionalGAN, HingeGAN
 from lightning_gen.modules.image_to_image import CycleGAN, Pix2Pix
 from lightning_gen.modules.infogan import InfoGAN
+from lightning_gen.modules.stargan import StarGAN
 from lightning_gen.modules.super_resolution import SRGAN, SRResNet
 
 __all__ = [
@@ -24,4 +25,5 @@ __all__ = [
     "NonFiniteLossError", "DDPM", "RealNVP", "Pix2Pix", "CycleGAN", "BiGAN", "load_model",
     "InfoGAN",
     "SRGAN", "SRResNet",
+    "StarGAN",
 ]

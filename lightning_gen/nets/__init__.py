@@ -41,9 +41,21 @@ from lightning_gen.nets.super_resolution import (
     bicubic_downsample,
     bicubic_upsample,
 )
+from lightning_gen.nets.stargan import (
+    StarGANDiscriminator,
+    StarGANGenerator,
+    StarGANOutput,
+    StarGANResidualBlock,
+    tile_domains,
+)
 from lightning_gen.nets.vgg import VGG19Features, VGGWeightsNotFoundError
 
 __all__ = [
+    "StarGANGenerator",
+    "StarGANDiscriminator",
+    "StarGANOutput",
+    "StarGANResidualBlock",
+    "tile_domains",
     "ResnetGenerator",
     "UNetGenerator",
     "PatchGANDiscriminator",
