@@ -1,8 +1,9 @@
 """Logger-agnostic callbacks: generative metrics (FID/KID/IS/PR), toy metrics and scatter plots, sample grids and
-interpolations, image-to-image translation grids, sample writing, a progress bar of generator steps and the
+interpolations, image-to-image and domain translation grids, sample writing, a progress bar of generator steps and the
 end-of-run summary."""
 
 from lightning_gen.callbacks.checkpoint import PeriodicCheckpoint
+from lightning_gen.callbacks.domains import DomainTranslationGridCallback
 from lightning_gen.callbacks.image_logging import image_dir, log_image, run_dir
 from lightning_gen.callbacks.infogan import CodeGridCallback, CodeMetricsCallback
 from lightning_gen.callbacks.images import (
@@ -25,6 +26,7 @@ from lightning_gen.callbacks.translation import TranslationGridCallback
 
 __all__ = [
     "ChannelsLast",
+    "DomainTranslationGridCallback",
     "GenerativeMetricsCallback",
     "InterpolationCallback",
     "PeriodicCheckpoint",

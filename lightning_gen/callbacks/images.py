@@ -91,6 +91,32 @@ def grid_to_uint8(grid: Tensor) -> np.ndarray:
     return grid.mul(255).add(0.5).clamp(0, 255).to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
 
 
+def first_images(loader: Any, num_images: int, who: str) -> Optional[tuple[Tensor, Optional[Tensor]]]:
+    """The first ``num_images`` images of a loader of ``x`` or ``(x, labels)`` batches, on the CPU, with their labels
+    (``None`` for unlabelled batches); ``None`` when the loader is empty or missing. ``who`` names the caller in errors."""
+    if isinstance(loader, (list, tuple)):
+        loader = loader[0] if loader else None
+    if loader is None:
+        return None
+    images: list[Tensor] = []
+    labels: list[Tensor] = []
+    count = 0
+    for batch in loader:
+        x = batch[0] if isinstance(batch, (list, tuple)) else batch
+        if not isinstance(x, Tensor):
+            raise TypeError(f"{who} needs batches of images or (images, labels), got {type(x).__name__}")
+        images.append(x.detach().cpu())
+        if isinstance(batch, (list, tuple)) and len(batch) > 1 and isinstance(batch[1], Tensor):
+            labels.append(batch[1].detach().cpu())
+        count += x.shape[0]
+        if count >= num_images:
+            break
+    if not images:
+        return None
+    found = torch.cat(images)[:num_images]
+    return found, (torch.cat(labels)[:num_images] if len(labels) == len(images) else None)
+
+
 def _num_classes(pl_module: L.LightningModule) -> int:
     return int(getattr(pl_module, "num_classes", 0) or 0)
 

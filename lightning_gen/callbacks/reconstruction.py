@@ -9,7 +9,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
-from lightning_gen.callbacks.images import PeriodicImageCallback, images_to_grid
+from lightning_gen.callbacks.images import PeriodicImageCallback, first_images, images_to_grid
 
 __all__ = ["ReconstructionGridCallback"]
 
@@ -61,21 +61,8 @@ class ReconstructionGridCallback(PeriodicImageCallback):
         self._last_step_seen: Optional[int] = None
 
     def _collect(self, loader: Any) -> Optional[Tensor]:
-        if isinstance(loader, (list, tuple)):
-            loader = loader[0] if loader else None
-        if loader is None:
-            return None
-        parts: list[Tensor] = []
-        count = 0
-        for batch in loader:
-            x = batch[0] if isinstance(batch, (list, tuple)) else batch  # x, or (x, labels)
-            if not isinstance(x, Tensor):
-                raise TypeError(f"ReconstructionGridCallback needs batches of images or (images, labels), got {type(x).__name__}")
-            parts.append(x.detach().cpu())
-            count += x.shape[0]
-            if count >= self.num_images:
-                break
-        return torch.cat(parts)[: self.num_images] if parts else None
+        found = first_images(loader, self.num_images, "ReconstructionGridCallback")
+        return None if found is None else found[0]
 
     def set_images(self, images: Tensor) -> None:
         """Fix the images to reconstruct: ``(N, C, H, W)`` in [-1, 1] (at most ``num_images`` kept)."""
