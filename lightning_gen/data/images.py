@@ -1,9 +1,9 @@
 """Image data modules: MNIST, Fashion-MNIST, CIFAR-10, CelebA and a folder of your own images, scaled to [-1, 1].
 
 Every train/val/test batch is ``(images, labels)``: images float32 ``(B, C, H, W)`` with uint8 0 -> -1 and
-255 -> 1 exactly (``x / 127.5 - 1``), labels int64. The small data sets (MNIST-like, CIFAR-10) live in memory as
-one uint8 tensor and are converted per batch; CelebA and image folders are decoded per item by the DataLoader's
-workers (set ``num_workers``).
+255 -> 1 exactly (``x / 127.5 - 1``), labels int64 (float32 rows of 0./1. for CelebA with ``attributes``). The
+small data sets (MNIST-like, CIFAR-10) live in memory as one uint8 tensor and are converted per batch; CelebA and
+image folders are decoded per item by the DataLoader's workers (set ``num_workers``).
 
 Splits: ``val_fraction`` of the training files (a random split, fixed by ``seed``) is the validation set. With
 ``val_fraction: 0`` the validation loader uses the data set's test split instead (MNIST, Fashion-MNIST, CIFAR-10,
@@ -14,6 +14,7 @@ train/val/test partition and ignores ``val_fraction``.
 
 from __future__ import annotations
 
+import difflib
 import os
 import pickle
 import warnings
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.v2 import functional as TF
 
@@ -42,9 +43,20 @@ __all__ = [
     "CelebADataModule",
     "ImageFolderDataModule",
     "IMAGE_EXTENSIONS",
+    "CELEBA_ATTRIBUTES",
 ]
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+# the 40 columns of CelebA's list_attr_celeba.txt, in the file's order
+CELEBA_ATTRIBUTES: tuple[str, ...] = (
+    "5_o_Clock_Shadow", "Arched_Eyebrows", "Attractive", "Bags_Under_Eyes", "Bald", "Bangs", "Big_Lips", "Big_Nose",
+    "Black_Hair", "Blond_Hair", "Blurry", "Brown_Hair", "Bushy_Eyebrows", "Chubby", "Double_Chin", "Eyeglasses",
+    "Goatee", "Gray_Hair", "Heavy_Makeup", "High_Cheekbones", "Male", "Mouth_Slightly_Open", "Mustache",
+    "Narrow_Eyes", "No_Beard", "Oval_Face", "Pale_Skin", "Pointy_Nose", "Receding_Hairline", "Rosy_Cheeks",
+    "Sideburns", "Smiling", "Straight_Hair", "Wavy_Hair", "Wearing_Earrings", "Wearing_Hat", "Wearing_Lipstick",
+    "Wearing_Necklace", "Wearing_Necktie", "Young",
+)
 
 
 def _to_unit_range(images: Tensor) -> Tensor:
@@ -76,6 +88,15 @@ def _is_image(name: str) -> bool:
     return name.lower().endswith(IMAGE_EXTENSIONS)
 
 
+def _label_tensor(labels: Any) -> Tensor:
+    """Class indices -> int64 ``(N,)``; multi-hot rows (float tensors or sequences of 0./1.) -> float32 ``(N, K)``."""
+    if isinstance(labels, Tensor):
+        return labels.to(torch.float32) if labels.is_floating_point() else labels.to(torch.long)
+    if len(labels) and isinstance(labels[0], (Sequence, np.ndarray, Tensor)):
+        return torch.as_tensor(np.asarray(labels, dtype=np.float32))
+    return torch.as_tensor(labels, dtype=torch.long)
+
+
 class _InMemoryImageDataset(SeededAugmentation, _BatchedTensorDataset):
     """uint8 images ``(N, C, H, W)`` and int64 labels, converted to [-1, 1] floats a whole batch at a time."""
 
@@ -101,12 +122,13 @@ class _InMemoryImageDataset(SeededAugmentation, _BatchedTensorDataset):
 
 
 class _ImageFileDataset(SeededAugmentation, Dataset):
-    """Image files decoded with PIL per item: ``(float image in [-1, 1], int64 label)``."""
+    """Image files decoded with PIL per item: ``(float image in [-1, 1], label)``; the label is an int64 class index,
+    or a float32 row of 0./1. attributes when ``labels`` is a float ``(N, K)`` tensor."""
 
     def __init__(self, paths: Sequence[str], labels: Tensor, transform: v2.Transform, mode: str) -> None:
         # a numpy string array, not a list: workers would otherwise copy it page by page (refcount writes)
         self.paths = np.asarray(paths, dtype=np.str_)
-        self.labels = torch.as_tensor(labels, dtype=torch.long)
+        self.labels = _label_tensor(labels)
         self.transform = transform
         self.mode = mode
         self.init_augmentation()
@@ -143,6 +165,11 @@ class ImageDataModule(L.LightningDataModule):
         seed: seed of the train/val split.
         predict_size: number of ``(index, label)`` items ``predict_dataloader`` yields (one sample is drawn per item).
         hflip: random horizontal flips of training images (never of val/test); leave off for digits.
+
+    Attributes set in ``__init__``: ``num_classes`` (0: unconditional), ``image_shape`` ``(C, H, W)``, and for
+    image-to-image translation between domains (StarGAN) ``domain_names`` (the name of each domain a label
+    indexes; empty when the labels name no domains) and ``multi_label`` (False: a label is one domain index, int64
+    ``(B,)``; True: a label is a float ``(B, len(domain_names))`` row of 0./1. attributes).
     """
 
     _default_image_size: ClassVar[int] = 64
@@ -186,6 +213,8 @@ class ImageDataModule(L.LightningDataModule):
         self.hflip = hflip
         self.num_classes: int = self._num_classes
         self.image_shape: tuple[int, int, int] = (self._channels, image_size, image_size)
+        self.domain_names: list[str] = []
+        self.multi_label: bool = False
         self._sets: dict[str, Dataset] = {}
 
     # -- what a subclass provides ---------------------------------------------------------------------------------
@@ -252,14 +281,14 @@ class ImageDataModule(L.LightningDataModule):
     ) -> dict[str, Dataset]:
         """Resize uint8 ``(N, C, H, W)`` stacks once and split the training part into train/val."""
         train_x = _resize_uint8(train_x, self.image_size)
-        train_y = torch.as_tensor(train_y, dtype=torch.long)
+        train_y = _label_tensor(train_y)
         tr, va = _random_split(len(train_x), self.val_fraction, self.seed)
         sets: dict[str, Dataset] = {"train": _InMemoryImageDataset(train_x[tr], train_y[tr], hflip=self.hflip)}
         if len(va):
             sets["val"] = _InMemoryImageDataset(train_x[va], train_y[va])
         if test_x is not None and test_y is not None:
             sets["test"] = _InMemoryImageDataset(
-                _resize_uint8(test_x, self.image_size), torch.as_tensor(test_y, dtype=torch.long)
+                _resize_uint8(test_x, self.image_size), _label_tensor(test_y)
             )
         return sets
 
@@ -275,26 +304,29 @@ class ImageDataModule(L.LightningDataModule):
         return v2.Compose(steps)
 
     def _file_splits(
-        self, splits: dict[str, tuple[list[str], list[int]]], mode: str, crop_size: Optional[int] = None
+        self, splits: dict[str, tuple[list[str], list[Any]]], mode: str, crop_size: Optional[int] = None
     ) -> dict[str, Dataset]:
-        """Datasets over image files, ``{split: (paths, labels)}``; only ``train`` gets random flips."""
+        """Datasets over image files, ``{split: (paths, labels)}``; only ``train`` gets random flips. A label is a
+        class index (int64) or a row of 0./1. attributes (float32)."""
         return {
-            name: _ImageFileDataset(paths, torch.as_tensor(labels, dtype=torch.long),
-                                    self._file_transform(name == "train", crop_size), mode)
+            name: _ImageFileDataset(
+                paths, _label_tensor(labels), self._file_transform(name == "train", crop_size), mode)
             for name, (paths, labels) in splits.items()
         }
 
-    def _split_files(self, paths: list[str], labels: list[int]) -> dict[str, tuple[list[str], list[int]]]:
-        """Seeded random train/val split of a file list."""
+    def _split_files(self, paths: list[str], labels: list[Any]) -> dict[str, tuple[list[str], list[Any]]]:
+        """Seeded random train/val split of a file list (labels travel with their files)."""
         tr, va = _random_split(len(paths), self.val_fraction, self.seed)
 
-        def pick(idx: Tensor) -> tuple[list[str], list[int]]:
+        def pick(idx: Tensor) -> tuple[list[str], list[Any]]:
             return [paths[i] for i in idx.tolist()], [labels[i] for i in idx.tolist()]
 
         return {"train": pick(tr), "val": pick(va)}
 
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
-        batched = isinstance(dataset, _BatchedTensorDataset)
+        # a Subset of a batched set fetches through the set's __getitems__ too
+        batched = isinstance(dataset, _BatchedTensorDataset) or isinstance(
+            getattr(dataset, "dataset", None), _BatchedTensorDataset)
         return ResumableDataLoader(
             dataset,
             batch_size=self.batch_size,
@@ -328,6 +360,21 @@ class ImageDataModule(L.LightningDataModule):
                 f"val_fraction is 0. Set val_fraction > 0 (e.g. 0.05)."
             )
         return self._loader(dataset, shuffle=False)
+
+    def _held_out_images_loader(self) -> DataLoader:
+        """The first ``predict_size`` held-out ``(images, labels)`` items, in order: the test split, else val.
+
+        The predict loader of the translation data sets (images with domain labels), whose models translate images.
+        """
+        self.setup()
+        dataset = self._sets.get("test", self._sets.get("val"))
+        if dataset is None:
+            raise ValueError(
+                f"{type(self).__name__} has no held-out images to predict on: this data set has no test split and "
+                f"val_fraction is 0. Set val_fraction > 0 (e.g. 0.05)."
+            )
+        n = min(self.predict_size, len(dataset))  # type: ignore[arg-type]
+        return self._loader(Subset(dataset, range(n)) if n < len(dataset) else dataset, shuffle=False)
 
     def predict_dataloader(self) -> DataLoader:
         """``predict_size`` items as ``(indices, labels)`` batches, labels ``index % num_classes`` (0 unconditional)."""
@@ -453,13 +500,21 @@ class CIFAR10DataModule(ImageDataModule):
 
 
 class CelebADataModule(ImageDataModule):
-    """CelebA aligned faces (3 x 64 x 64, labels all 0) from ``<root>/celeba/img_align_celeba/*.jpg``, decoded per item.
+    """CelebA aligned faces (3 x 64 x 64) from ``<root>/celeba/img_align_celeba/*.jpg``, decoded per item; labels all
+    0, or with ``attributes`` the chosen binary attributes of each face (multi-label domains, as in StarGAN).
 
     Preprocessing follows the PyTorch DCGAN example: Resize(image_size) on the short side, then
     CenterCrop(image_size) (the 178 x 218 faces lose 7 px top and bottom at 64 px). ``crop_size`` first takes a
     centre crop of that many pixels, for tighter faces (108 in DCGAN-tensorflow, 140 in several GAN papers).
     With ``<root>/celeba/list_eval_partition.txt`` the official train (0) / val (1) / test (2) partition is used
     and ``val_fraction`` is ignored; without it, a seeded random split by ``val_fraction`` (test = val).
+
+    ``attributes``: names from :data:`CELEBA_ATTRIBUTES` (StarGAN's five: ``[Black_Hair, Blond_Hair, Brown_Hair,
+    Male, Young]``), read from ``<root>/celeba/list_attr_celeba.txt`` (the official file: the image count, the 40
+    names, then ``000001.jpg -1 1 ...``). Each label is then a float32 row of 0./1. (the file's -1 -> 0, 1 -> 1) in
+    the order given, ``domain_names`` is that list and ``multi_label`` is True (``num_classes`` stays 0). Images the
+    file does not list are left out, with a warning. ``predict_dataloader`` then yields held-out ``(images,
+    attributes)`` batches (the first ``predict_size`` of test, else val), the images a translation model translates.
     """
 
     _default_image_size = 64
@@ -479,16 +534,56 @@ class CelebADataModule(ImageDataModule):
         seed: int = 0,
         predict_size: int = 10_000,
         hflip: bool = False,
+        attributes: Optional[list[str]] = None,
     ) -> None:
         if crop_size is not None and crop_size < 1:
             raise ValueError(f"crop_size must be >= 1 or None, got {crop_size}")
+        chosen = self._check_attributes(attributes)
         super().__init__(root, image_size, batch_size, val_fraction, num_workers, pin_memory, download, seed,
                          predict_size, hflip)
         self.crop_size = crop_size
+        self.attributes = chosen
+        if chosen is not None:
+            self.domain_names = list(chosen)
+            self.multi_label = True
+
+    @staticmethod
+    def _check_attributes(attributes: Optional[Sequence[str]]) -> Optional[list[str]]:
+        """The attribute names as a list; a clear error for an empty list, repeats and unknown names."""
+        if attributes is None:
+            return None
+        chosen = [attributes] if isinstance(attributes, str) else [str(a) for a in attributes]
+        if not chosen:
+            raise ValueError(
+                "attributes is empty: name at least one CelebA attribute (e.g. [Black_Hair, Blond_Hair, Brown_Hair, "
+                "Male, Young]), or leave it out for unlabelled faces."
+            )
+        repeated = sorted({a for a in chosen if chosen.count(a) > 1})
+        if repeated:
+            raise ValueError(f"attributes names {repeated} more than once; name each attribute once.")
+        unknown = [a for a in chosen if a not in CELEBA_ATTRIBUTES]
+        if unknown:
+            lower = {a.lower(): a for a in CELEBA_ATTRIBUTES}
+
+            def hint(name: str) -> str:
+                key = name.lower()
+                close = ([lower[key]] if key in lower else [a for a in CELEBA_ATTRIBUTES if key in a.lower()][:3]
+                         or difflib.get_close_matches(name, CELEBA_ATTRIBUTES, n=3, cutoff=0.6))
+                return f"{name!r} (did you mean {' or '.join(map(repr, close))}?)" if close else repr(name)
+
+            raise ValueError(
+                f"Unknown CelebA attribute{'s' if len(unknown) > 1 else ''} {', '.join(map(hint, unknown))}. The 40 "
+                f"attributes of list_attr_celeba.txt (case matters) are: {', '.join(CELEBA_ATTRIBUTES)}."
+            )
+        return chosen
 
     @property
     def _folder(self) -> Path:
         return self.root / "celeba"
+
+    @property
+    def _attribute_file(self) -> Path:
+        return self._folder / "list_attr_celeba.txt"
 
     def _images(self) -> list[str]:
         folder = self._folder / "img_align_celeba"
@@ -502,20 +597,30 @@ class CelebADataModule(ImageDataModule):
             return [f"{folder.resolve()}/ (folder of 000001.jpg ... 202599.jpg)"]
         if not any(_is_image(e.name) for e in os.scandir(folder)):
             return [f"{folder.resolve()}/*.jpg (the folder exists but holds no images)"]
+        if self.attributes is not None and not self._attribute_file.is_file():
+            return [f"{self._attribute_file.resolve()} (the attribute file, needed for attributes={self.attributes})"]
         return []
+
+    def _not_found(self, missing: list[str], problem: str = "", hint: str = "") -> FileNotFoundError:
+        if not problem and self.attributes is not None and self._images() and not self._attribute_file.is_file():
+            problem = (f"CelebADataModule found the images but not the attribute file "
+                       f"{self._attribute_file.resolve()}, which attributes={self.attributes} needs{hint}.")
+        return super()._not_found(missing, problem, hint)
 
     def _how_to_get(self) -> str:
         celeba = self._folder.resolve()
         return (
             f"CelebADataModule expects the aligned-and-cropped JPEGs in {celeba / 'img_align_celeba'} "
-            f"(000001.jpg ... 202599.jpg) and, optionally, the official split file "
-            f"{celeba / 'list_eval_partition.txt'}. "
+            f"(000001.jpg ... 202599.jpg), optionally the official split file "
+            f"{celeba / 'list_eval_partition.txt'} and, with `attributes`, the attribute file "
+            f"{celeba / 'list_attr_celeba.txt'}. "
             f"`download: true` (--data.download true, or download=True) tries torchvision's Google-Drive download "
             f"(needs internet and the `gdown` package; Google Drive's daily quota often refuses it). To download "
-            f"manually: get img_align_celeba.zip and list_eval_partition.txt from "
-            f"https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html (Google Drive or Baidu links, folder 'Img' and 'Eval'), "
-            f"run `unzip img_align_celeba.zip -d {celeba}` so that {celeba / 'img_align_celeba' / '000001.jpg'} "
-            f"exists, and put list_eval_partition.txt next to it; or set `root` to the folder that contains celeba/."
+            f"manually: get img_align_celeba.zip, list_eval_partition.txt and list_attr_celeba.txt from "
+            f"https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html (Google Drive or Baidu links, folders 'Img', 'Eval' "
+            f"and 'Anno'), run `unzip img_align_celeba.zip -d {celeba}` so that "
+            f"{celeba / 'img_align_celeba' / '000001.jpg'} exists, and put list_eval_partition.txt and "
+            f"list_attr_celeba.txt next to it; or set `root` to the folder that contains celeba/."
         )
 
     def _download(self) -> None:
@@ -523,13 +628,63 @@ class CelebADataModule(ImageDataModule):
 
         torchvision.datasets.CelebA(str(self.root), split="all", target_type=[], download=True)
 
+    def _read_attributes(self) -> dict[str, tuple[float, ...]]:
+        """``{file name: (0. or 1. per chosen attribute, in the given order)}`` from list_attr_celeba.txt."""
+        path, chosen = self._attribute_file, self.attributes or []
+        official = ("Replace it with the official list_attr_celeba.txt (folder 'Anno' of "
+                    "https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html).")
+        lines = path.read_text().splitlines()
+        start = 1 if lines and lines[0].strip().isdigit() else 0  # line 1 is the image count, line 2 the names
+        header = lines[start].split() if len(lines) > start else []
+        absent = [a for a in chosen if a not in header]
+        if absent:
+            raise ValueError(f"{path} has no column {', '.join(absent)}: its header line (line {start + 1}) names "
+                             f"{header or 'nothing'}. {official}")
+        columns = [header.index(a) + 1 for a in chosen]
+        value = {"1": 1.0, "-1": 0.0, "0": 0.0}
+        labels: dict[str, tuple[float, ...]] = {}
+        for number, line in enumerate(lines[start + 1:], start=start + 2):
+            parts = line.split()
+            if not parts:
+                continue
+            if len(parts) != len(header) + 1:
+                raise ValueError(f"{path}, line {number}: expected a file name and {len(header)} values, got "
+                                 f"{len(parts) - 1} values. {official}")
+            try:
+                labels[parts[0]] = tuple(value[parts[c]] for c in columns)
+            except KeyError as err:
+                raise ValueError(f"{path}, line {number}: attribute values must be -1 or 1, got {err.args[0]!r}. "
+                                 f"{official}") from None
+        return labels
+
     def _build_splits(self) -> dict[str, Dataset]:
         folder = self._folder / "img_align_celeba"
         names = self._images()
+        attributes_of: Optional[dict[str, tuple[float, ...]]] = None
+        if self.attributes is not None:
+            attributes_of = self._read_attributes()
+            listed = [n for n in names if n in attributes_of]
+            if len(listed) < len(names):
+                first = next(n for n in names if n not in attributes_of)
+                warnings.warn(
+                    f"{len(names) - len(listed)} of the {len(names)} images in {folder} are not in "
+                    f"{self._attribute_file} (e.g. {first}) and are not used.",
+                    stacklevel=2,
+                )
+            if not listed:
+                raise ValueError(
+                    f"None of the images in {folder} is in {self._attribute_file}: its lines must start with the "
+                    f"images' file names (000001.jpg ...). Use the attribute file that belongs to these images."
+                )
+            names = listed
+
+        def label(name: str) -> Union[int, tuple[float, ...]]:
+            return 0 if attributes_of is None else attributes_of[name]
+
         partition_file = self._folder / "list_eval_partition.txt"
         if not partition_file.is_file():
             paths = [str(folder / n) for n in names]
-            splits = self._split_files(paths, [0] * len(paths))
+            splits = self._split_files(paths, [label(n) for n in names])
         else:
             split_of: dict[str, int] = {}
             for line in partition_file.read_text().splitlines():
@@ -544,8 +699,8 @@ class CelebADataModule(ImageDataModule):
                 )
             splits = {}
             for split, code in (("train", 0), ("val", 1), ("test", 2)):
-                chosen = [str(folder / n) for n in names if split_of.get(n) == code]
-                splits[split] = (chosen, [0] * len(chosen))
+                chosen = [n for n in names if split_of.get(n) == code]
+                splits[split] = ([str(folder / n) for n in chosen], [label(n) for n in chosen])
             if not splits["train"][0]:
                 raise ValueError(
                     f"None of the images in {folder} is in the train partition (0) of {partition_file}. Fix or delete "
@@ -553,13 +708,21 @@ class CelebADataModule(ImageDataModule):
                 )
         return self._file_splits(splits, mode="RGB", crop_size=self.crop_size)
 
+    def predict_dataloader(self) -> DataLoader:
+        """With ``attributes``: the first ``predict_size`` held-out ``(images, attributes)`` (test, else val), to
+        translate; without: ``(indices, labels)`` batches as every image data module."""
+        if self.attributes is None:
+            return super().predict_dataloader()
+        return self._held_out_images_loader()
+
 
 class ImageFolderDataModule(ImageDataModule):
     """Your own images under ``root`` (jpg, jpeg, png, bmp, webp; searched recursively), resized and centre-cropped.
 
     Labels: with ``class_folders`` (default ``None``: when every image sits in a subfolder of ``root``) each
-    top-level subfolder is a class, numbered in sorted name order (``classes`` holds the names); otherwise all
-    labels are 0 and ``num_classes`` is 0. Images are converted to RGB (``channels: 3``) or grayscale
+    top-level subfolder is a class, numbered in sorted name order (``classes`` holds the names; so does
+    ``domain_names``: one folder per domain for image-to-image translation between domains, as in StarGAN); otherwise
+    all labels are 0 and ``num_classes`` is 0. Images are converted to RGB (``channels: 3``) or grayscale
     (``channels: 1``), resized on the short side to ``image_size`` and centre-cropped to a square. The folder is
     scanned in ``__init__`` (so ``num_classes`` is known before ``setup``); val is a seeded random split of the
     files, and the test loader uses the val split.
@@ -590,6 +753,7 @@ class ImageFolderDataModule(ImageDataModule):
         self.image_shape = (channels, self.image_size, self.image_size)
         self.classes, self._files = self._scan(class_folders)
         self.num_classes = len(self.classes)
+        self.domain_names = list(self.classes)  # one class folder per domain (single-label), empty without classes
 
     def _scan(self, class_folders: Optional[bool]) -> tuple[list[str], list[tuple[str, int]]]:
         """``(class names, [(path, label)])``; raises clearly when the folder is missing, empty or ambiguous."""

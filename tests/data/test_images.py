@@ -26,6 +26,7 @@ from lightning_gen.data import (
     ImageFolderDataModule,
     MNISTDataModule,
 )
+from lightning_gen.data.images import CELEBA_ATTRIBUTES
 from lightning_gen.data.root import DATA_ENV, default_data_root
 
 LEVEL = 1 / 127.5  # one uint8 step in [-1, 1] units
@@ -63,6 +64,7 @@ def test_mnist_attributes_before_setup(tmp_path):
     """num_classes and image_shape are known right after __init__, without files."""
     dm = MNISTDataModule(root=str(tmp_path))
     assert dm.num_classes == 10 and dm.image_shape == (1, 28, 28)
+    assert dm.domain_names == [] and dm.multi_label is False  # digit classes are not translation domains
     assert MNISTDataModule(root=str(tmp_path), image_size=32).image_shape == (1, 32, 32)
 
 
@@ -324,6 +326,121 @@ def test_celeba_crop_order_and_workers(tmp_path):
     assert x.shape == (2, 3, 64, 64) and x.max().item() == -1.0
 
 
+# CelebA attributes: the official list_attr_celeba.txt layout
+STARGAN = ["Black_Hair", "Blond_Hair", "Brown_Hair", "Male", "Young"]
+# the attributes set (1) per image of CELEBA_VALUES; every other entry of the file is -1
+SET = {
+    "000001.jpg": {"Black_Hair", "Male"},
+    "000002.jpg": {"Blond_Hair", "Young"},
+    "000003.jpg": set(),
+    "000004.jpg": {"Brown_Hair", "Male", "Young", "Smiling"},
+    "000005.jpg": {"Black_Hair", "Young", "Eyeglasses"},
+    "000006.jpg": {"Blond_Hair", "Male"},
+    "000007.jpg": {"Brown_Hair"},
+    "000008.jpg": {"Male", "Young", "Black_Hair"},
+}
+
+
+def write_attributes(root: Path, rows: dict[str, set[str]], names: tuple[str, ...] = CELEBA_ATTRIBUTES) -> Path:
+    """``<root>/celeba/list_attr_celeba.txt`` as CelebA ships it: the image count, the names, then one line per image
+    with the values -1/1 right-aligned in two characters (so values are separated by one or two spaces)."""
+    lines = [str(len(rows)), " ".join(names)]
+    lines += [f"{file} " + " ".join(f"{1 if n in on else -1:2d}" for n in names) for file, on in rows.items()]
+    path = root / "celeba" / "list_attr_celeba.txt"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def expected_labels(values: list[int], attributes: list[str]) -> torch.Tensor:
+    """The attribute rows of the images whose constant uint8 values are ``values`` (image i has CELEBA_VALUES[i])."""
+    files = [f"{CELEBA_VALUES.index(v) + 1:06d}.jpg" for v in values]
+    return torch.tensor([[float(a in SET[f]) for a in attributes] for f in files])
+
+
+def test_celeba_attributes_give_multi_hot_labels_in_the_order_given(tmp_path):
+    """attributes=[...]: labels are float32 rows of 0./1. from list_attr_celeba.txt (-1 -> 0), ordered as given;
+    domain_names and multi_label are set in __init__ and num_classes stays 0."""
+    root = write_celeba(tmp_path, CELEBA_VALUES, None)
+    write_attributes(root, SET)
+    chosen = ["Young", "Black_Hair", "Male", "Smiling"]  # not the file's column order
+    dm = CelebADataModule(root=str(root), image_size=8, batch_size=8, val_fraction=0, attributes=chosen)
+    assert dm.domain_names == chosen and dm.multi_label is True and dm.num_classes == 0
+    x, y = all_batches(DataLoader(dm.train_dataloader().dataset, batch_size=8))
+    assert y.dtype == torch.float32 and y.shape == (8, 4)
+    assert batch_values(x) == CELEBA_VALUES  # no split: the files in name order
+    assert torch.equal(y, torch.tensor([[0., 1., 1., 0.], [1., 0., 0., 0.], [0., 0., 0., 0.], [1., 0., 1., 1.],
+                                        [1., 1., 0., 0.], [0., 0., 1., 0.], [0., 0., 0., 0.], [1., 1., 1., 0.]]))
+    plain = CelebADataModule(root=str(root), image_size=8, batch_size=8, val_fraction=0)
+    assert plain.domain_names == [] and plain.multi_label is False
+    assert torch.equal(all_batches(plain.train_dataloader())[1], torch.zeros(8, dtype=torch.long))
+
+
+def test_celeba_attributes_survive_the_splits_and_feed_predict(tmp_path):
+    """Labels travel with their images through the official partition and the seeded random split; images missing
+    from the attribute file are dropped with a warning; predict yields the held-out (images, attributes)."""
+    root = write_celeba(tmp_path, CELEBA_VALUES + [77], [0, 0, 0, 0, 0, 1, 1, 2, 0])
+    write_attributes(root, SET)  # 000009.jpg (value 77) is not in it
+    dm = CelebADataModule(root=str(root), image_size=8, batch_size=2, attributes=STARGAN, predict_size=5)
+    with pytest.warns(UserWarning, match=r"1 of the 9 images .* not in .*list_attr_celeba.txt \(e.g. 000009.jpg\)"):
+        dm.setup()
+    for loader, values in ((dm.val_dataloader(), [160, 200]), (dm.test_dataloader(), [255])):
+        x, y = all_batches(loader)
+        assert batch_values(x) == values and torch.equal(y, expected_labels(values, STARGAN))
+    x, y = all_batches(DataLoader(dm.train_dataloader().dataset, batch_size=8))
+    assert sorted(batch_values(x)) == [5, 35, 65, 95, 128]
+    assert torch.equal(y, expected_labels(batch_values(x), STARGAN))
+    x, y = all_batches(dm.predict_dataloader())
+    assert batch_values(x) == [255] and torch.equal(y, expected_labels([255], STARGAN))
+
+    (root / "celeba" / "list_eval_partition.txt").unlink()
+    for seed in (0, 1):
+        dm = CelebADataModule(root=str(root), image_size=8, batch_size=8, val_fraction=0.25, seed=seed,
+                              attributes=STARGAN[::-1])
+        with pytest.warns(UserWarning, match="1 of the 9 images"):
+            dm.setup()
+        train = all_batches(DataLoader(dm.train_dataloader().dataset, batch_size=8))
+        val = all_batches(dm.val_dataloader())
+        assert sorted(batch_values(train[0]) + batch_values(val[0])) == sorted(CELEBA_VALUES)
+        assert len(val[0]) == 2
+        for x, y in (train, val):
+            assert torch.equal(y, expected_labels(batch_values(x), STARGAN[::-1]))
+        x, y = next(iter(dm.predict_dataloader()))  # no test split: the val images
+        assert batch_values(x) == batch_values(val[0]) and torch.equal(y, val[1])
+
+
+def test_celeba_attribute_errors(tmp_path):
+    """Unknown names (with suggestions), repeats and an empty list fail in __init__; a missing attribute file says
+    where it goes and where to get it; a file without a column or with other values fails naming the line."""
+    with pytest.raises(ValueError, match=r"'blond_hair' \(did you mean 'Blond_Hair'\?\).*'Smile' \(did you mean "
+                                         r"'Smiling'\?\).*5_o_Clock_Shadow, Arched_Eyebrows.*Young\."):
+        CelebADataModule(root=str(tmp_path), attributes=["Male", "blond_hair", "Smile"])
+    with pytest.raises(ValueError, match=r"'hat' \(did you mean 'Wearing_Hat'\?\)"):
+        CelebADataModule(root=str(tmp_path), attributes=["hat"])
+    with pytest.raises(ValueError, match=r"\['Male'\] more than once"):
+        CelebADataModule(root=str(tmp_path), attributes=["Male", "Young", "Male"])
+    with pytest.raises(ValueError, match="empty"):
+        CelebADataModule(root=str(tmp_path), attributes=[])
+
+    root = write_celeba(tmp_path, CELEBA_VALUES[:2], None)
+    dm = CelebADataModule(root=str(root), attributes=STARGAN)
+    attribute_file = (root / "celeba" / "list_attr_celeba.txt").resolve()
+    for step in (dm.prepare_data, dm.setup):
+        with pytest.raises(FileNotFoundError) as info:
+            step()
+        message = str(info.value)
+        assert f"found the images but not the attribute file {attribute_file}" in message
+        assert "'Anno'" in message and "mmlab.ie.cuhk.edu.hk" in message and "`root`" in message
+    CelebADataModule(root=str(root)).prepare_data()  # without attributes the file is not needed
+
+    write_attributes(root, {"000001.jpg": set(), "000002.jpg": set()}, names=CELEBA_ATTRIBUTES[:-1])
+    with pytest.raises(ValueError, match="has no column Young: its header line"):
+        CelebADataModule(root=str(root), attributes=STARGAN).setup()
+    path = write_attributes(root, {"000001.jpg": set(), "000002.jpg": {"Male"}})
+    path.write_text(path.read_text().replace(" 1", " 2"))
+    with pytest.raises(ValueError, match=r"line 4: attribute values must be -1 or 1, got '2'"):
+        CelebADataModule(root=str(root), attributes=STARGAN).setup()
+
+
 def test_celeba_download_failure_explains_manual_download(tmp_path, monkeypatch):
     """A failed download (offline, Drive quota) re-raises with the manual steps, chained to the cause."""
     cause = RuntimeError("Google Drive quota exceeded")
@@ -418,6 +535,7 @@ def test_image_folder_class_subfolders(tmp_path):
     (tmp_path / "cats" / "readme.txt").write_text("not an image")
     dm = ImageFolderDataModule(root=str(tmp_path), image_size=8, batch_size=7, val_fraction=0)
     assert dm.classes == ["cats", "dogs"] and dm.num_classes == 2 and dm.image_shape == (3, 8, 8)
+    assert dm.domain_names == ["cats", "dogs"] and dm.multi_label is False  # one folder per domain
     assert "download" not in dm.hparams
     x, y = next(iter(dm.train_dataloader()))
     assert x.shape == (7, 3, 8, 8)
@@ -438,6 +556,7 @@ def test_image_folder_flat_grayscale_and_centre_crop(tmp_path):
     save(tmp_path / "nested" / "more.png", (200, 100, 50))  # images at the top level: the whole tree is one class
     dm = ImageFolderDataModule(root=str(tmp_path), image_size=10, channels=1, batch_size=6, val_fraction=0)
     assert dm.num_classes == 0 and dm.classes == [] and dm.image_shape == (1, 10, 10)
+    assert dm.domain_names == [] and dm.multi_label is False
     x, y = all_batches(DataLoader(dm.train_dataloader().dataset, batch_size=6))
     assert x.shape == (6, 1, 10, 10) and torch.equal(y, torch.zeros(6, dtype=torch.long))
     luma = 0.299 * 200 + 0.587 * 100 + 0.114 * 50  # 124.2 -> PIL rounds to 124
@@ -488,6 +607,7 @@ def test_modules_build_from_lightning_cli_style_config(tmp_path, fashion_root):
         ("FashionMNISTDataModule", {"root": str(fashion_root), "val_fraction": 0.0}),
         ("CIFAR10DataModule", {"root": str(tmp_path), "hflip": True, "pin_memory": False}),
         ("CelebADataModule", {"root": str(tmp_path), "crop_size": 108, "num_workers": 2}),
+        ("CelebADataModule", {"root": str(tmp_path), "attributes": ["Blond_Hair", "Male"]}),
         ("ImageFolderDataModule", {"root": str(tmp_path / "imgs"), "channels": 1, "image_size": 32}),
     ]
     instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes  # renamed in jsonargparse 4.49
