@@ -1,6 +1,8 @@
 """LightningDataModules."""
 
+from lightning_gen.data.domains import DOMAIN_TRANSFORMS, MNISTDomainsDataModule, domain_transform
 from lightning_gen.data.images import (
+    CELEBA_ATTRIBUTES,
     IMAGE_EXTENSIONS,
     CelebADataModule,
     CIFAR10DataModule,
@@ -32,4 +34,8 @@ __all__ = [
     "UnpairedSampler",
     "make_mixture",
     "SuperResolutionDataModule",
+    "CELEBA_ATTRIBUTES",
+    "DOMAIN_TRANSFORMS",
+    "MNISTDomainsDataModule",
+    "domain_transform",
 ]
