@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from lightning_gen.checks import value_checks_enabled
 from lightning_gen.data.images import MNISTDataModule, _to_unit_range
 from lightning_gen.data.resumable import _stable_seed
 from lightning_gen.data.toy import _BatchedTensorDataset
@@ -80,12 +81,10 @@ def domain_transform(images: Tensor, name: str) -> Tensor:
 
 
 def _transform_each(images: Tensor, domains: Tensor, names: Sequence[str]) -> Tensor:
-    """Image ``i`` in domain ``names[domains[i]]``: the one place the batches and the ground truth are made."""
-    out = torch.empty_like(images)
-    for k in domains.unique().tolist():
-        chosen = domains == k
-        out[chosen] = domain_transform(images[chosen], names[k])
-    return out
+    """Image ``i`` in domain ``names[domains[i]]``: the one place the batches and the ground truth are made. Every
+    transform runs on the whole batch and each image picks its own, so nothing waits for the device."""
+    every = torch.stack([domain_transform(images, name) for name in names])
+    return every[domains, torch.arange(len(images), device=images.device)]
 
 
 def _assign_domains(labels: Tensor, num_domains: int, seed: int, split: str) -> Tensor:
@@ -195,10 +194,11 @@ class MNISTDomainsDataModule(MNISTDataModule):
             if domain.shape != images.shape[:1] or domain.is_floating_point():
                 raise ValueError(f"domain must be an int64 tensor of shape ({images.shape[0]},), one index per image, "
                                  f"got {tuple(domain.shape)} {domain.dtype}")
-            bad = (domain < 0) | (domain >= len(self.domain_names))
-            if bad.any():
-                raise ValueError(f"domain indices must be in [0, {len(self.domain_names)}), got "
-                                 f"{domain[bad][0].item()}")
+            if value_checks_enabled():  # reading the indices waits for the device
+                bad = (domain < 0) | (domain >= len(self.domain_names))
+                if bad.any():
+                    raise ValueError(f"domain indices must be in [0, {len(self.domain_names)}), got "
+                                     f"{domain[bad][0].item()}")
             return _transform_each(images, domain.to(images.device), self.domain_names)
         if isinstance(domain, Tensor):
             domain = int(domain.item())
