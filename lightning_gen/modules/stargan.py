@@ -184,7 +184,8 @@ class StarGAN(AdversarialModule):
         """The generator's float condition ``(B, K)``: one-hot vectors of indices, or the attributes themselves."""
         if self.multi_label:
             return domains.float()
-        return torch.nn.functional.one_hot(domains, self.num_domains).float()
+        # a comparison, not F.one_hot, which reads the indices' range on the host (a device sync)
+        return (domains.unsqueeze(1) == torch.arange(self.num_domains, device=domains.device)).float()
 
     def domain_target(self, domains: Tensor, k: int) -> Tensor:
         """Target domains "domain ``k``" for images of ``domains``: index ``k`` (single-label), or the images' own

@@ -272,10 +272,27 @@ def _srresnet_nets() -> dict[str, nn.Module]:
     return {"generator": _sr_nets()["generator"]}
 
 
+def _stargan_nets() -> dict[str, nn.Module]:
+    from lightning_gen.nets import StarGANDiscriminator, StarGANGenerator
+
+    return {"generator": StarGANGenerator(3, channels=1, base_channels=4, num_residual_blocks=1),
+            "discriminator": StarGANDiscriminator(3, image_size=16, channels=1, base_channels=4, num_layers=3)}
+
+
 CONDITIONAL_CASES: dict[str, Case] = {
     "srgan/image": Case(lightning_gen.SRGAN, _sr_nets, "sr_image"),
     "srresnet/image": Case(lightning_gen.SRResNet, _srresnet_nets, "sr_image"),
+    # n_critic 1: the gradient check runs one training step, which must reach the generator too
+    "stargan/image": Case(lightning_gen.StarGAN, _stargan_nets, "domains", kwargs={"n_critic": 1}),
 }
+
+
+def _conditional_inputs(kind: str, batch: Any, n: int) -> tuple[dict[str, torch.Tensor], torch.Size]:
+    """The ``sample()`` conditions for ``n`` samples of a held-out batch, and the shape the samples must have."""
+    if kind == "sr_image":  # low-resolution images to upscale
+        return {"a": batch["a"][:n]}, batch["b"][:n].shape
+    x, domains = batch  # images and the domains to translate them into (each one's next domain)
+    return {"a": x[:n], "domains": (domains[:n] + 1) % 3}, x[:n].shape
 
 
 def _sr_data() -> L.LightningDataModule:
@@ -297,7 +314,7 @@ def trained_conditional(request, tmp_path_factory) -> tuple[str, lightning_gen.G
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
         default_root_dir=str(tmp_path),
     )
-    data = _sr_data()
+    data = _sr_data() if case.data == "sr_image" else BlobImages(train_size=60, test_size=20, batch_size=10)
     trainer.fit(model, data)
     ckpt = tmp_path / "model.ckpt"
     trainer.save_checkpoint(ckpt)
@@ -306,29 +323,30 @@ def trained_conditional(request, tmp_path_factory) -> tuple[str, lightning_gen.G
 
 def test_conditional_samples_are_the_inputs_translated(trained_conditional):
     name, model, batch, _ = trained_conditional
-    a, b = batch["a"][:7], batch["b"][:7]
+    inputs, shape = _conditional_inputs(CONDITIONAL_CASES[name].data, batch, 7)
     state = torch.get_rng_state()
-    x = model.sample(7, a=a)
-    assert x.shape == b.shape and torch.isfinite(x).all()
+    x = model.sample(7, **inputs)
+    assert x.shape == shape and torch.isfinite(x).all()
     assert float(x.min()) >= -1.0 and float(x.max()) <= 1.0
-    torch.testing.assert_close(model.sample(7, generator=_seeded(1), a=a), x, rtol=0, atol=0)
+    torch.testing.assert_close(model.sample(7, generator=_seeded(1), **inputs), x, rtol=0, atol=0)
     assert torch.equal(torch.get_rng_state(), state)
     model.train()
     modes = [m.training for m in model.modules()]
-    model.sample(2, a=a[:2])
+    model.sample(2, **_conditional_inputs(CONDITIONAL_CASES[name].data, batch, 2)[0])
     assert [m.training for m in model.modules()] == modes
     with pytest.raises(TypeError):
         model.sample(7)
     with pytest.raises(ValueError):
-        model.sample(6, a=a)
+        model.sample(6, **inputs)
     with pytest.raises(TypeError, match="unexpected"):
-        model.sample(7, a=a, labels=torch.zeros(7))
+        model.sample(7, **inputs, labels=torch.zeros(7))
 
 
 def test_conditional_samples_are_the_same_after_loading_the_checkpoint(trained_conditional):
     name, model, batch, ckpt = trained_conditional
     loaded = type(model).load_from_checkpoint(ckpt, **CONDITIONAL_CASES[name].nets())
-    torch.testing.assert_close(loaded.sample(5, a=batch["a"][:5]), model.sample(5, a=batch["a"][:5]), rtol=0, atol=0)
+    inputs, _ = _conditional_inputs(CONDITIONAL_CASES[name].data, batch, 5)
+    torch.testing.assert_close(loaded.sample(5, **inputs), model.sample(5, **inputs), rtol=0, atol=0)
 
 
 def test_conditional_training_step_gives_every_trained_parameter_a_gradient(trained_conditional, monkeypatch):

@@ -47,6 +47,7 @@ from lightning_gen import (
     NonFiniteLossError,
     Pix2Pix,
     RealNVP,
+    StarGAN,
 )
 from lightning_gen.losses import AdversarialLoss, nonsaturating_loss_dis, nonsaturating_loss_gen
 from lightning_gen.modules import finite
@@ -64,6 +65,8 @@ from lightning_gen.nets import (
     MLPGenerator,
     PatchGANDiscriminator,
     ResnetGenerator,
+    StarGANDiscriminator,
+    StarGANGenerator,
     UNetGenerator,
 )
 
@@ -207,6 +210,9 @@ FAMILIES: dict[str, tuple[Callable[[], L.LightningModule], Callable[[], DataLoad
     "cyclegan": (lambda: CycleGAN(ResnetGenerator(3, 3, 4, num_blocks=1), ResnetGenerator(3, 3, 4, num_blocks=1),
                                   PatchGANDiscriminator(3, 4, num_layers=2), PatchGANDiscriminator(3, 4, num_layers=2),
                                   pool_size=3), lambda: DataLoader(_Pairs(), batch_size=2)),
+    "stargan": (lambda: StarGAN(StarGANGenerator(10, 1, 4, num_residual_blocks=1),
+                                StarGANDiscriminator(10, 28, 1, 4, num_layers=3), n_critic=2),
+                lambda: _digits(labels=True)),
     "autoencoder": (lambda: Autoencoder(MLPEncoder((1, 28, 28), 4, (32,)), MLPDecoder(4, (1, 28, 28), (32,)),
                                         reconstruction="bernoulli"), _digits),
     "denoising_autoencoder": (lambda: DenoisingAutoencoder(MLPEncoder(2, 2, (16,)), MLPDecoder(2, 2, (16,)),
