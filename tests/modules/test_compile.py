@@ -43,6 +43,7 @@ from lightning_gen.nets import (
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_image_to_image import InversionDataModule, make_cyclegan, make_pix2pix  # noqa: E402
+from test_stargan import DomainImages, make_stargan  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 AOT_EAGER = {"backend": "aot_eager"}
@@ -264,9 +265,11 @@ FAMILIES: dict[str, tuple[Callable[..., lightning_gen.GenerativeModule], Callabl
     "bigan": (lambda **k: lightning_gen.BiGAN(MLPGenerator(4, 2, (16,)), MLPEncoder(2, 4, (16,)),
                                               JointMLPDiscriminator(2, 4, (16,)), **k), _toy, 5),
     "pix2pix": (make_pix2pix, InversionDataModule, 3),  # generator; discriminator trained and frozen
-    "cyclegan": (make_cyclegan, InversionDataModule, 8),  # 2 generators; 2 discriminators frozen and trained
+    "cyclegan": (make_cyclegan, InversionDataModule, 8),
+    # generator: no-grad fakes, translation, reconstruction (its input needs grad); discriminator: real, fake, frozen
+    "stargan": (lambda **k: make_stargan(base=4, n_critic=1, **k), DomainImages, 8),  # 2 generators; 2 discriminators frozen and trained
 }
-SLOW = {"cyclegan"}  # four conv nets: ~4 s
+SLOW = {"cyclegan", "stargan"}  # four conv nets: ~4 s; StarGAN ~12 s
 
 
 @pytest.mark.parametrize("family", [f if f not in SLOW else pytest.param(f, marks=pytest.mark.slow) for f in FAMILIES])
