@@ -24,10 +24,17 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.precision import MixedPrecision
 from torch import Tensor
 
-from lightning_gen import GAN, ConditionalGAN, CycleGAN, NonFiniteLossError, Pix2Pix
+from lightning_gen import GAN, ConditionalGAN, CycleGAN, NonFiniteLossError, Pix2Pix, StarGAN
 from lightning_gen.data import ToyGaussiansDataModule
 from lightning_gen.losses import dragan_penalty, gradient_penalty, r1_penalty
-from lightning_gen.nets import DCGANDiscriminator, DCGANGenerator, MLPDiscriminator, MLPGenerator
+from lightning_gen.nets import (
+    DCGANDiscriminator,
+    DCGANGenerator,
+    MLPDiscriminator,
+    MLPGenerator,
+    StarGANDiscriminator,
+    StarGANGenerator,
+)
 from lightning_gen.nets.image_to_image import PatchGANDiscriminator, ResnetGenerator, UNetGenerator
 
 from .test_adversarial import AppliedStepNorms
@@ -283,6 +290,9 @@ FAMILIES = {
     "cyclegan": lambda: CycleGAN(ResnetGenerator(3, 3, 8, num_blocks=1), ResnetGenerator(3, 3, 8, num_blocks=1),
                                  PatchGANDiscriminator(3, 8, num_layers=2), PatchGANDiscriminator(3, 8, num_layers=2),
                                  generator_optimizer=_adam(), discriminator_optimizer=_adam(), pool_size=8),
+    "stargan": lambda: StarGAN(StarGANGenerator(10, 1, 8, num_residual_blocks=1),
+                               StarGANDiscriminator(10, 28, 1, 8, num_layers=3), n_critic=2,
+                               generator_optimizer=_adam(), discriminator_optimizer=_adam()),
 }
 
 
@@ -293,9 +303,10 @@ def test_family_trains_under_mixed_precision_and_samples_finite_values(family, p
     model = FAMILIES[family]()
     init = {k: v.clone() for k, v in model.state_dict().items()}
     image = family in ("pix2pix", "cyclegan")
-    steps = 8 if image or family.startswith("cgan") else 30
+    digits = family.startswith("cgan") or family == "stargan"
+    steps = 8 if image or digits else 30
     t = trainer(tmp_path, precision, max_steps=steps)
-    t.fit(model, _PairDataModule() if image else _DigitsLikeDataModule() if family.startswith("cgan") else toy_data())
+    t.fit(model, _PairDataModule() if image else _DigitsLikeDataModule() if digits else toy_data())
     assert t.global_step == steps
     for name, p in model.named_parameters():
         assert p.dtype == torch.float32 and torch.isfinite(p).all(), name
@@ -306,6 +317,9 @@ def test_family_trains_under_mixed_precision_and_samples_finite_values(family, p
         assert x.shape == (4, 3, 16, 16)
     elif family.startswith("cgan"):
         x = model.sample(10, generator=torch.Generator().manual_seed(0), labels=torch.arange(10))
+        assert x.shape == (10, 1, 28, 28)
+    elif family == "stargan":
+        x = model.sample(10, a=torch.rand(10, 1, 28, 28) * 2 - 1, domains=torch.arange(10))
         assert x.shape == (10, 1, 28, 28)
     else:
         x = model.sample(64, generator=torch.Generator().manual_seed(0))
