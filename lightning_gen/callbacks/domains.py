@@ -41,19 +41,11 @@ class DomainTranslationGridCallback(PeriodicImageCallback):
         super().__init__()
         if num_images < 1:
             raise ValueError(f"num_images must be >= 1, got {num_images}")
-        for name, value in (("every_n_epochs", every_n_epochs), ("every_n_steps", every_n_steps)):
-            if value is not None and value < 1:
-                raise ValueError(f"{name} must be >= 1 or None (never), got {value}")
         if split not in ("val", "test"):
             raise ValueError(f"split must be 'val' or 'test', got {split!r}")
-        if not key:
-            raise ValueError("key must be a non-empty string")
+        self.set_schedule(key, every_n_epochs, every_n_steps, on_train_end)
         self.num_images = num_images
-        self.every_n_epochs = every_n_epochs
-        self.every_n_steps = every_n_steps
         self.split = split
-        self.key = key
-        self.log_on_train_end = on_train_end
         self.images: Optional[Tensor] = None
         self.domains: Optional[Tensor] = None
         self.last_grid: Optional[Tensor] = None

@@ -149,6 +149,21 @@ class PeriodicImageCallback(L.Callback):
     _last_logged_step: Optional[int] = None
     _last_step_seen: Optional[int] = None
 
+    def set_schedule(
+        self, key: str, every_n_epochs: Optional[int], every_n_steps: Optional[int], on_train_end: bool
+    ) -> None:
+        """Check and set the logging key and schedule (``None``: never by epochs / by steps); forget logged steps."""
+        for name, value in (("every_n_epochs", every_n_epochs), ("every_n_steps", every_n_steps)):
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1 or None (never), got {value}")
+        if not key:
+            raise ValueError("key must be a non-empty string")
+        self.key = key
+        self.every_n_epochs = every_n_epochs
+        self.every_n_steps = every_n_steps
+        self.log_on_train_end = bool(on_train_end)
+        self.forget_logged_steps()
+
     def render(self, pl_module: L.LightningModule) -> Tensor:
         """The picture as a ``(3, H, W)`` grid in [0, 1]."""
         raise NotImplementedError
@@ -221,27 +236,16 @@ class SampleGridCallback(PeriodicImageCallback):
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
         if nrow is not None and nrow < 1:
             raise ValueError(f"nrow must be >= 1 or None, got {nrow}")
-        if every_n_epochs is not None and every_n_epochs < 1:
-            raise ValueError(f"every_n_epochs must be >= 1 or None (never), got {every_n_epochs}")
-        if every_n_steps is not None and every_n_steps < 1:
-            raise ValueError(f"every_n_steps must be >= 1 or None (never), got {every_n_steps}")
         if labels is not None:
             labels = [int(y) for y in labels]
             if not labels or min(labels) < 0:
                 raise ValueError(f"labels must be a non-empty list of class indices >= 0, got {labels}")
-        if not key:
-            raise ValueError("key must be a non-empty string")
+        self.set_schedule(key, every_n_epochs, every_n_steps, on_train_end)
         self.num_samples = num_samples
         self.nrow = nrow
-        self.every_n_epochs = every_n_epochs
-        self.every_n_steps = every_n_steps
         self.seed = seed
         self.labels = labels
-        self.key = key
-        self.log_on_train_end = on_train_end
         self.last_grid: Optional[Tensor] = None
-        self._last_logged_step: Optional[int] = None
-        self._last_step_seen: Optional[int] = None
 
     def _class_cycle(self, pl_module: L.LightningModule) -> Optional[list[int]]:
         num_classes = _num_classes(pl_module)

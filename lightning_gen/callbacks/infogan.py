@@ -51,22 +51,16 @@ class CodeGridCallback(PeriodicImageCallback):
         on_train_end: bool = True,
     ) -> None:
         super().__init__()
-        for name, value in (("every_n_epochs", every_n_epochs), ("every_n_steps", every_n_steps)):
-            if value is not None and value < 1:
-                raise ValueError(f"{name} must be >= 1 or None (never), got {value}")
+        self.set_schedule(key, every_n_epochs, every_n_steps, on_train_end)
         if steps < 2:
             raise ValueError(f"steps must be >= 2 (the sweep's two ends are included), got {steps}")
         if continuous_index < 0:
             raise ValueError(f"continuous_index must be >= 0, got {continuous_index}")
         if num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-        self.every_n_epochs, self.every_n_steps = every_n_epochs, every_n_steps
         self.continuous_index, self.steps, self.sweep = int(continuous_index), int(steps), tuple(float(v) for v in sweep)
-        self.num_samples, self.seed, self.key = int(num_samples), int(seed), key
-        self.log_on_train_end = on_train_end
+        self.num_samples, self.seed = int(num_samples), int(seed)
         self.last_image: Optional[np.ndarray] = None
-        self._last_logged_step: Optional[int] = None
-        self._last_step_seen: Optional[int] = None
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         """Check the module and the code index before training starts."""

@@ -41,24 +41,14 @@ class ReconstructionGridCallback(PeriodicImageCallback):
         super().__init__()
         if num_images < 1 or nrow < 1:
             raise ValueError(f"num_images and nrow must be >= 1, got {num_images} and {nrow}")
-        for name, value in (("every_n_epochs", every_n_epochs), ("every_n_steps", every_n_steps)):
-            if value is not None and value < 1:
-                raise ValueError(f"{name} must be >= 1 or None (never), got {value}")
         if split not in ("val", "test"):
             raise ValueError(f"split must be 'val' or 'test', got {split!r}")
-        if not key:
-            raise ValueError("key must be a non-empty string")
+        self.set_schedule(key, every_n_epochs, every_n_steps, on_train_end)
         self.num_images = num_images
         self.nrow = nrow
-        self.every_n_epochs = every_n_epochs
-        self.every_n_steps = every_n_steps
         self.split = split
-        self.key = key
-        self.log_on_train_end = on_train_end
         self.images: Optional[Tensor] = None
         self.last_grid: Optional[Tensor] = None
-        self._last_logged_step: Optional[int] = None
-        self._last_step_seen: Optional[int] = None
 
     def _collect(self, loader: Any) -> Optional[Tensor]:
         found = first_images(loader, self.num_images, "ReconstructionGridCallback")
