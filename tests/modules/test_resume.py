@@ -27,6 +27,7 @@ from lightning_gen.data import ToyGaussiansDataModule
 from lightning_gen.nets import MLPDecoder, MLPDenoiser, MLPDiscriminator, MLPEncoder, MLPGenerator
 
 from .test_image_to_image import InversionDataModule, make_cyclegan
+from .test_stargan import DomainImages, make_stargan
 
 
 def _toy() -> ToyGaussiansDataModule:
@@ -45,6 +46,9 @@ CASES: dict[str, tuple[Callable[[], GenerativeModule], Callable[[], L.LightningD
     # mid-accumulation (7.5 critic steps)
     "gan_ncritic2_acc2": (_gan, _toy),
     "cyclegan": (lambda: make_cyclegan(pool_size=6), lambda: InversionDataModule(batch_size=24)),  # 11 batches
+    # 15 batches, 2 per discriminator step, the generator fed by every second step's batches: mid-cycle at epoch end
+    "stargan_ncritic2_acc2": (lambda: make_stargan(base=4, n_critic=2, accumulate_grad_batches=2),
+                              lambda: DomainImages(train_size=240, batch_size=16)),
     "vae": (lambda: VAE(MLPEncoder(2, 4, (16,)), MLPDecoder(2, 2, (16,)), likelihood="gaussian", data_range=None),
             _toy),
     "ddpm_ema": (lambda: DDPM(MLPDenoiser(2, (16,), 8), num_timesteps=50, ema_decay=0.9), _toy),
