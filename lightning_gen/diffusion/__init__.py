@@ -1,4 +1,5 @@
-"""Diffusion building blocks: DDPM noise schedules with the forward process q(x_t | x_0) and the reverse step."""
+"""Diffusion building blocks: DDPM noise schedules with the forward process q(x_t | x_0) and the reverse step, and
+samplers as small objects (ancestral, respaced, DDIM) that own their timesteps and their step."""
 
 from lightning_gen.diffusion.schedules import (
     SCHEDULES,
@@ -10,6 +11,16 @@ from lightning_gen.diffusion.schedules import (
     linear_schedule,
     make_schedule,
 )
+from lightning_gen.diffusion.samplers import (
+    SAMPLERS,
+    AncestralSampler,
+    DDIMSampler,
+    DiffusionSampler,
+    RespacedSampler,
+    make_sampler,
+    respace_schedule,
+    strided_timesteps,
+)
 
 __all__ = [
     "NoiseSchedule",
@@ -20,4 +31,12 @@ __all__ = [
     "make_schedule",
     "SCHEDULES",
     "VARIANCES",
+    "DiffusionSampler",
+    "AncestralSampler",
+    "RespacedSampler",
+    "DDIMSampler",
+    "make_sampler",
+    "SAMPLERS",
+    "strided_timesteps",
+    "respace_schedule",
 ]
