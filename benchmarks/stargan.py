@@ -10,7 +10,13 @@ held-out test digits (each shown in its own domain, as in training), side by sid
   pair, for the trained generator, for the same nets with freshly drawn weights (before training), and for copying
   the input unchanged (the "do nothing" baseline);
 * the accuracy of a separately trained domain classifier (``ImageClassifier``, three epochs on the training split's
-  domain images) on the translations, labelled with their target domains; and on real held-out domain images.
+  domain images) on the translations, labelled with their target domains; and on real held-out domain images;
+* whether a translation keeps the digit: the accuracy of a digit classifier (``ImageClassifier`` trained for two
+  epochs on the training digits shown in every domain) on the translations, against the same classifier on the
+  true transforms (its ceiling).
+
+``--checkpoint <last.ckpt>`` skips training and scores that checkpoint. The shared MNIST's test digits are sorted by
+class, so the scored digits are a seeded random subset (``--test-digits``, 0: all).
 
 Writes ``<out>/stargan_translations.png`` (one row per test digit: input, then each domain; then the true
 transforms) and ``<out>/stargan_results.json``.
@@ -86,18 +92,26 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
     parser.add_argument("--out", default="runs/bench_stargan")
-    parser.add_argument("--test-digits", type=int, default=2000)
+    parser.add_argument("--test-digits", type=int, default=0, help="a seeded random subset of the test digits (0: all)")
+    parser.add_argument("--checkpoint", default=None, help="score this last.ckpt instead of training")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
 
-    model, ckpt, wall = _train(args.steps, out, args.data)
+    if args.checkpoint:
+        ckpt, wall = Path(args.checkpoint), float("nan")
+        model = lightning_gen.load_model(ckpt).eval()
+        args.steps = int(torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"])
+    else:
+        model, ckpt, wall = _train(args.steps, out, args.data)
     domains = list(yaml.safe_load(CONFIG.read_text())["data"]["init_args"]["domains"])
     dm = MNISTDomainsDataModule(root=args.data, domains=domains, batch_size=256)
     dm.setup("fit")
-    digits, source, _ = dm.held_out("test")
-    digits, source = digits[: args.test_digits], source[: args.test_digits]
+    digits, source, classes = dm.held_out("test")
+    if args.test_digits:  # the test digits may be sorted by class: a random subset, not the first ones
+        pick = torch.randperm(len(digits), generator=torch.Generator().manual_seed(0))[: args.test_digits]
+        digits, source, classes = digits[pick], source[pick], classes[pick]
     k = len(domains)
     x = dm.transform(digits, source)
     truth = torch.stack([dm.transform(digits, t) for t in range(k)], 1)  # (N, K, 1, H, W)
@@ -122,6 +136,20 @@ def main() -> None:
         hit = (pred == targets).float()
         return float(hit.mean()), float(hit[other].mean())
 
+    # does a translation keep the digit? a digit classifier that reads digits in every domain
+    train_digits, _, train_classes = dm.held_out("train")
+    every_domain = torch.cat([dm.transform(train_digits, t) for t in range(k)])
+    torch.manual_seed(0)
+    digit_net = ImageClassifier(28, 1, num_classes=10)
+    train_classifier(digit_net, DataLoader(TensorDataset(every_domain, train_classes.repeat(k)), batch_size=128,
+                                           shuffle=True), epochs=2, log=None)
+
+    def keeps_digit(images: Tensor) -> float:
+        with torch.no_grad():
+            flat = images.flatten(0, 1)
+            pred = torch.cat([digit_net(flat[i:i + 1000]).argmax(1) for i in range(0, len(flat), 1000)])
+        return float((pred == classes.repeat_interleave(k)).float().mean())
+
     results = {
         "steps": args.steps, "train_seconds": round(wall, 1), "config": str(CONFIG.relative_to(ROOT)),
         "domains": domains, "test_digits": len(x),
@@ -131,14 +159,18 @@ def main() -> None:
             "trained_translations_all/other": accuracy(trained),
             "untrained_translations_all/other": accuracy(before),
         },
+        "digit_classifier": {"true_transforms": keeps_digit(truth), "trained_translations": keeps_digit(trained),
+                             "untrained_translations": keeps_digit(before), "copy_input": keeps_digit(copied)},
     }
     (out / "stargan_results.json").write_text(json.dumps(results, indent=1))
-    rows = torch.cat([x[:8].unsqueeze(1), trained[:8], x[:8].unsqueeze(1), truth[:8]], 1)  # input|G  input|truth
+    show = torch.randperm(len(x), generator=torch.Generator().manual_seed(1))[:8]
+    rows = torch.cat([x[show].unsqueeze(1), trained[show], x[show].unsqueeze(1), truth[show]], 1)  # input|G input|truth
     grid = images_to_grid(rows.flatten(0, 1), nrow=rows.shape[1])
     from torchvision.utils import save_image
 
     save_image(grid, out / "stargan_translations.png")
-    print(f"trained {args.steps} generator steps in {wall:.0f} s ({CONFIG.relative_to(ROOT)}, OMP_NUM_THREADS=1)")
+    print(f"trained {args.steps} generator steps in {wall:.0f} s ({CONFIG.relative_to(ROOT)}, OMP_NUM_THREADS=1); "
+          f"scored on {len(x)} test digits")
     for name in ("untrained", "copy_input", "trained"):
         s = results["l1"][name]
         print(f"L1 to the true transform, {name:10s}: all pairs {s['mean_all_pairs']:.4f}, "
@@ -151,6 +183,10 @@ def main() -> None:
           f"domain): trained {100 * dc['trained_translations_all/other'][0]:.2f} / "
           f"{100 * dc['trained_translations_all/other'][1]:.2f} %, untrained "
           f"{100 * dc['untrained_translations_all/other'][0]:.2f} / {100 * dc['untrained_translations_all/other'][1]:.2f} %")
+    dg = results["digit_classifier"]
+    print(f"digit kept (digit classifier on the images): true transforms {100 * dg['true_transforms']:.2f} %, "
+          f"trained {100 * dg['trained_translations']:.2f} %, untrained {100 * dg['untrained_translations']:.2f} %, "
+          f"input copied {100 * dg['copy_input']:.2f} %")
     print(f"grid: {out / 'stargan_translations.png'}; numbers: {out / 'stargan_results.json'}")
 
 
