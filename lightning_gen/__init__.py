@@ -19,6 +19,7 @@ from lightning_gen.modules import (
     InfoGAN,
     NonFiniteLossError,
     Pix2Pix,
+    RBM,
     RealNVP,
     SRGAN,
     SRResNet,
@@ -33,4 +34,5 @@ __all__ = [
     "InfoGAN",
     "SRGAN", "SRResNet",
     "StarGAN",
+    "RBM",
 ]

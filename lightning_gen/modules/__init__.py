@@ -16,6 +16,7 @@ from lightning_gen.modules.flow import RealNVP
 from lightning_gen.modules.gan import DRAGAN, GAN, LSGAN, WGAN, WGANGP, ConditionalGAN, HingeGAN
 from lightning_gen.modules.image_to_image import CycleGAN, Pix2Pix
 from lightning_gen.modules.infogan import InfoGAN
+from lightning_gen.modules.rbm import RBM
 from lightning_gen.modules.stargan import StarGAN
 from lightning_gen.modules.super_resolution import SRGAN, SRResNet
 
@@ -26,4 +27,5 @@ __all__ = [
     "InfoGAN",
     "SRGAN", "SRResNet",
     "StarGAN",
+    "RBM",
 ]

@@ -31,6 +31,15 @@ from lightning_gen.nets.layers import (
     one_hot,
 )
 from lightning_gen.nets.mlp import MLPDiscriminator, MLPGenerator, make_activation, mlp
+from lightning_gen.nets.rbm import (
+    BernoulliRBM,
+    LogPartitionEstimate,
+    ais_betas,
+    ais_log_partition,
+    base_visible_bias,
+    binary_states,
+    exact_log_partition,
+)
 from lightning_gen.nets.unet import MLPDenoiser, UNet, timestep_embedding
 from lightning_gen.nets.sngan import SNGAN_IMAGE_SIZES, SNGANDiscriminator, SNGANGenerator
 from lightning_gen.nets.super_resolution import (
@@ -108,4 +117,11 @@ __all__ = [
     "bicubic_upsample",
     "VGG19Features",
     "VGGWeightsNotFoundError",
+    "BernoulliRBM",
+    "LogPartitionEstimate",
+    "ais_betas",
+    "ais_log_partition",
+    "base_visible_bias",
+    "binary_states",
+    "exact_log_partition",
 ]
