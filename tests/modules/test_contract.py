@@ -25,6 +25,7 @@ from lightning_gen.callbacks import GenerativeMetricsCallback, SampleGridCallbac
 from lightning_gen.data import ToyGaussiansDataModule
 from lightning_gen.metrics import FeatureExtractor
 from lightning_gen.nets import (
+    BernoulliRBM,
     DCGANDiscriminator,
     DCGANGenerator,
     DCGANInfoGANDiscriminator,
@@ -134,6 +135,10 @@ CASES: dict[str, Case] = {
     "ddpm/image": Case(lightning_gen.DDPM, _one("denoiser", lambda: UNet(1, 16, base_channels=8, channel_mults=(1, 2))),
                        "image", kwargs={"schedule": "cosine", "num_timesteps": 10, "clip_denoised": True,
                                         "ema_decay": 0.99}),
+    # PCD (persistent chains are module state); short Gibbs chains and a small AIS keep it fast
+    "rbm/image": Case(lightning_gen.RBM, _one("rbm", lambda: BernoulliRBM(IMAGE, 8)), "image", density=True,
+                      kwargs={"persistent": True, "persistent_chains": 10, "sampling_steps": 20,
+                              "ais_num_chains": 10, "ais_num_betas": 100}),
 }
 
 

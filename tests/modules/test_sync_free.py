@@ -46,6 +46,7 @@ from lightning_gen import (
     InfoGAN,
     NonFiniteLossError,
     Pix2Pix,
+    RBM,
     RealNVP,
     StarGAN,
 )
@@ -53,6 +54,7 @@ from lightning_gen.losses import AdversarialLoss, nonsaturating_loss_dis, nonsat
 from lightning_gen.modules import finite
 from lightning_gen.modules.finite import FiniteLossGuard, NonFiniteLoss
 from lightning_gen.nets import (
+    BernoulliRBM,
     DCGANDiscriminator,
     JointMLPDiscriminator,
     MLPInfoGANDiscriminator,
@@ -223,6 +225,8 @@ FAMILIES: dict[str, tuple[Callable[[], L.LightningModule], Callable[[], DataLoad
     "realnvp": (lambda: RealNVP(ImageRealNVP(1, 8, num_scales=1, hidden_channels=4, num_blocks=1), dequantize=True),
                 _levels),
     "ddpm": (lambda: DDPM(MLPDenoiser(2, (16,), 8), num_timesteps=100, ema_decay=0.9), _toy),
+    "rbm_cd": (lambda: RBM(BernoulliRBM((1, 28, 28), 16)), _digits),
+    "rbm_pcd": (lambda: RBM(BernoulliRBM((1, 28, 28), 16), persistent=True, persistent_chains=8), _digits),
 }
 
 
