@@ -394,7 +394,7 @@ def make_sampler(name: Union[str, DiffusionSampler], **kwargs: Any) -> Diffusion
     ``name`` itself when it is already a :class:`DiffusionSampler`."""
     if isinstance(name, DiffusionSampler):
         if kwargs:
-            raise ValueError(f"make_sampler got a sampler object and arguments {sorted(kwargs)}; set them on the object")
+            raise ValueError(f"make_sampler got a sampler object and arguments {sorted(kwargs)}; set them on it")
         return name
     key = name.lower().replace("-", "_") if isinstance(name, str) else name
     if key not in SAMPLERS:

@@ -394,7 +394,8 @@ def test_a_fitted_model_with_a_yaml_sampler_reloads_it(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["lightning-gen"])
     extra = tmp_path / "ddim.yaml"
     extra.write_text("model:\n  init_args:\n    num_timesteps: 25\n    sampler:\n"
-                     "      class_path: lightning_gen.diffusion.DDIMSampler\n      init_args: {num_steps: 5, eta: 0.0}\n")
+                     "      class_path: lightning_gen.diffusion.DDIMSampler\n"
+                     "      init_args: {num_steps: 5, eta: 0.0}\n")
     main(["fit", f"--config={ROOT / 'configs' / 'ddpm' / 'toy_ring.yaml'}", f"--config={extra}",
           f"--trainer.default_root_dir={tmp_path}", "--trainer.max_steps=2", "--trainer.logger=false",
           "--trainer.check_val_every_n_epoch=1", "--data.train_size=256", "--data.val_size=64",
