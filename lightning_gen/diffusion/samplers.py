@@ -21,7 +21,10 @@ runs it by :meth:`DiffusionSampler.with_defaults` (``DDPM`` passes its ``varianc
 Another family (e.g. annealed Langevin dynamics for a score model, whose "schedule" is a list of noise levels and whose
 model output is a score) implements the same interface: :meth:`~DiffusionSampler.make_timesteps` for its sequence of
 model steps (repeated indices for several updates per level), :meth:`~DiffusionSampler.step`, and optionally
-:meth:`~DiffusionSampler.initial_noise` and :meth:`~DiffusionSampler.finish`.
+:meth:`~DiffusionSampler.initial_noise` and :meth:`~DiffusionSampler.finish`. :meth:`~DiffusionSampler.sample` runs
+under ``torch.no_grad()``; a model whose score needs autograd (an energy's gradient) can be wrapped to call it under
+``torch.enable_grad()``. Constructor arguments are stored as attributes of the same names
+(:meth:`~DiffusionSampler.init_arguments` reads them back).
 """
 
 from __future__ import annotations
