@@ -67,7 +67,8 @@ class RBM(SingleObjectiveModule):
     (``ais_num_chains`` runs over ``ais_num_betas`` temperatures, from the base-rate model of the training data's
     pixel means, seeded by ``ais_seed``), computed once per parameter values and reused. Its standard error is
     :meth:`estimate_log_partition`'s ``stderr``; AIS tends to underestimate ``log Z``, so the log-likelihoods lean
-    high. ``test`` logs ``test/nll`` (nats per example), ``test/log_partition`` and ``test/log_partition_stderr``.
+    high. ``test`` logs ``test/nll`` (nats per example), ``test/log_partition``, ``test/log_partition_stderr`` and
+    ``test/log_partition_ess`` (how many AIS runs carry the estimate: near 1, the error is unreliable).
     """
 
     progress_bar_keys = ("train/reconstruction_error",)
@@ -327,7 +328,8 @@ class RBM(SingleObjectiveModule):
             if prefix == "test":
                 estimate = self.log_partition()
                 logs.update({"test/nll": free_energy + estimate.log_z, "test/log_partition": estimate.log_z,
-                             "test/log_partition_stderr": estimate.stderr})
+                             "test/log_partition_stderr": estimate.stderr,
+                             "test/log_partition_ess": estimate.effective_sample_size})
         self.log_dict(logs, sync_dist=True, batch_size=data.shape[0])
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
@@ -335,5 +337,5 @@ class RBM(SingleObjectiveModule):
         self._evaluate(batch, batch_idx, "val")
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
-        """Also ``test/nll`` = mean free energy + AIS ``log Z`` (nats per example) and the estimate's error."""
+        """Also ``test/nll`` = mean free energy + AIS ``log Z`` (nats per example), the estimate's error and ESS."""
         self._evaluate(batch, batch_idx, "test")

@@ -152,7 +152,9 @@ class LogPartitionEstimate(NamedTuple):
 
     ``stderr`` is the delta-method error of ``log`` of the mean importance weight, ``std(w) / (mean(w) sqrt(M))``
     over the ``M`` runs. AIS is unbiased for ``Z``, so ``log_z`` is biased low by about ``stderr**2 / 2``; a low
-    ``log Z`` makes every ``log p(v) = -F(v) - log Z`` too high (Salakhutdinov & Murray 2008, sec. 3).
+    ``log Z`` makes every ``log p(v) = -F(v) - log Z`` too high (Salakhutdinov & Murray 2008, sec. 3). When a few runs
+    carry all the weight (:attr:`effective_sample_size` near 1; ``stderr`` then nears its ceiling of about 1 nat),
+    the stated error is itself unreliable: use more temperatures or runs.
     """
 
     log_z: float

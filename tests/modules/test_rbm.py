@@ -171,6 +171,7 @@ def test_test_logs_the_nll_from_the_ais_log_partition(tmp_path):
     assert 1e-3 < stderr < 0.03
     assert abs(float(m["test/nll"]) - expected) < 3 * stderr + 1e-5
     assert abs(float(m["test/log_partition"]) - exact_log_partition(rbm)) < 3 * stderr
+    assert 100 < float(m["test/log_partition_ess"]) <= 500
     torch.testing.assert_close(float(m["test/free_energy"]), float(rbm.free_energy(x).detach().mean()), rtol=1e-5,
                                atol=1e-5)
 

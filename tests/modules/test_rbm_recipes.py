@@ -54,7 +54,7 @@ def test_recipe_fits_tests_predicts_and_loads(variant, tmp_path, mnist_root):
 
     main(["test", *args, f"--ckpt_path={last}"])
     metrics = _latest_metrics(tmp_path)
-    assert "test/nll" in metrics and "test/log_partition_stderr" in metrics
+    assert "test/nll" in metrics and "test/log_partition_stderr" in metrics and "test/log_partition_ess" in metrics
 
     main(["predict", *args, f"--ckpt_path={last}"])
     samples = torch.load(next(tmp_path.rglob("samples.pt")), weights_only=True)
