@@ -3,7 +3,7 @@
 For every family, on toy vectors and on small images: ``sample(n, generator=...)`` returns ``n`` samples of the
 data's shape and range, is reproducible with a seeded generator (and leaves the global random state alone),
 gives the same samples after loading a checkpoint, and works with the sample-grid and metrics callbacks. Density
-models (VAE, RealNVP) also expose ``log_prob(x)``, one finite value per example.
+models (VAE, RealNVP, RBM) also expose ``log_prob(x)``, one finite value per example.
 """
 
 from __future__ import annotations
