@@ -81,7 +81,10 @@ def test_folders_recipe_trains_on_domain_folders(tmp_path):
     args = _args("folders.yaml", tmp_path, f"--data.root={root}", "--data.image_size=16", "--data.batch_size=4",
                  "--data.num_workers=0", "--data.val_fraction=0.2", "--model.discriminator.init_args.image_size=16",
                  "--model.discriminator.init_args.num_layers=3", *domains)
-    _fit(args, tmp_path)
+    model = lightning_gen.load_model(_fit(args, tmp_path))
+    assert model.num_domains == 3 and not model.multi_label
+    each = model.translate_to_each_domain(torch.zeros(2, 3, 16, 16))
+    assert each.shape == (2, 3, 3, 16, 16) and each.abs().max() <= 1  # one column per folder
 
 
 def test_folders_recipe_says_how_many_domains_to_set(tmp_path):
