@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import subprocess
+import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -113,3 +116,22 @@ def shrink_recipe_metrics(
         return shrunk
 
     return shrink
+
+
+def run_script(
+    script: Path, *args: str, cwd: Path, timeout: float = 300.0, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run ``python script *args`` in a session of its own and return its result; past ``timeout`` seconds the whole
+    process group is killed (DDP's rank 1 and loader workers included, never pytest), so the test fails rather
+    than waiting on pipes that rank 1 still holds open. ``env`` adds to (or overrides) the inherited environment."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1", **(env or {})}
+    cmd = [sys.executable, str(script), *args]
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        err += f"\n[test] {script.name} ran past {timeout:.0f} s and its process group was killed"
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import copy
 import math
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
+from conftest import run_script
 from scipy import stats
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -297,11 +296,7 @@ def test_a_resumed_pcd_run_repeats_the_uninterrupted_one(tmp_path):
 
 
 def test_ddp_two_cpu_processes_keep_parameters_identical_and_chains_per_rank(tmp_path):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "scripts" / "ddp_rbm.py"), str(tmp_path)],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
-    )
+    proc = run_script(ROOT / "tests" / "scripts" / "ddp_rbm.py", str(tmp_path), cwd=tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     init = torch.load(tmp_path / "init.pt", weights_only=True)
