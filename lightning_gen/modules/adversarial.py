@@ -48,7 +48,7 @@ from lightning.pytorch.strategies import DDPStrategy, ParallelStrategy, SingleDe
 from torch import Tensor, nn
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
-from lightning_gen.modules.base import GenerativeModule, NonFiniteLossError
+from lightning_gen.modules.base import GenerativeModule, NonFiniteLossError, gather_over_ranks
 from lightning_gen.modules.finite import NonFiniteLoss
 from lightning_gen.modules.compile import CompileOption, compile_options
 from lightning_gen.nets.ema import ExponentialMovingAverage
@@ -60,7 +60,6 @@ __all__ = ["AdversarialModule", "Player", "frozen"]
 _COUNTERS_KEY = "lightning_gen_counters"
 _SCALERS_KEY = "lightning_gen_grad_scalers"
 _GRADS_KEY = "lightning_gen_pending_grads"
-_RANK_BUFFERS_KEY = "lightning_gen_rank_buffers"
 
 
 @contextmanager
@@ -97,19 +96,6 @@ class Player:
     def parameters(self) -> list[nn.Parameter]:
         """The trainable parameters of all the player's nets, in a fixed order."""
         return [p for net in self.nets for p in net.parameters() if p.requires_grad]
-
-
-def _world_size() -> int:
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
-
-def _gather_over_ranks(obj: Any) -> list[Any]:
-    """``[obj of rank 0, obj of rank 1, ...]`` (collective under DDP: every rank must call it)."""
-    if _world_size() == 1:
-        return [obj]
-    out: list[Any] = [None] * _world_size()
-    dist.all_gather_object(out, obj)
-    return out
 
 
 class AdversarialModule(GenerativeModule):
@@ -258,12 +244,9 @@ class AdversarialModule(GenerativeModule):
     def setup(self, stage: str) -> None:
         """Reject sharded strategies; under a loss-scaling precision give each player its own ``GradScaler``; keep
         each rank's image pools its own under DDP."""
+        super().setup(stage)  # the image pools hold each rank's own fakes: DDP leaves them alone
         if self._trainer is None:
             return
-        # DDP would overwrite every rank's buffers with rank 0's when it wraps the module and before each forward;
-        # the pools hold each rank's own fakes (and are restored per rank from checkpoints)
-        ignored = set(getattr(self, "_ddp_params_and_buffers_to_ignore", ()))
-        self._ddp_params_and_buffers_to_ignore = sorted(ignored | set(self._rank_local_buffers()))
         strategy = self.trainer.strategy
         if not isinstance(strategy, (SingleDeviceStrategy, DDPStrategy)) and self.trainer.world_size > 1:
             raise NotImplementedError(
@@ -499,12 +482,9 @@ class AdversarialModule(GenerativeModule):
         grads = {name: [None if p.grad is None else p.grad.detach().cpu().clone() for p in player.parameters()]
                  for name, player in self.players.items() if player.micro_batches}
         if grads:  # every rank has the same counters, so all take part in the gather or none does
-            checkpoint[_GRADS_KEY] = _gather_over_ranks(grads)
-        local = self._rank_local_buffers()
-        if local and _world_size() > 1:  # every rank has the same pools, so all take part in the gather
-            checkpoint[_RANK_BUFFERS_KEY] = _gather_over_ranks({k: v.detach().cpu().clone() for k, v in local.items()})
+            checkpoint[_GRADS_KEY] = gather_over_ranks(grads)
 
-    def _rank_local_buffers(self) -> dict[str, Tensor]:
+    def rank_local_buffers(self) -> dict[str, Tensor]:
         """The state-dict entries each rank fills on its own: the image pools' histories of that rank's fakes (the
         state dict a checkpoint holds is rank 0's)."""
         return {f"{prefix}.{name}": buffer for prefix, module in self.named_modules() if isinstance(module, ImagePool)
@@ -532,11 +512,6 @@ class AdversarialModule(GenerativeModule):
         self._pending_grads = None
         if per_rank and fitting and len(per_rank) == self.trainer.world_size:
             self._pending_grads = per_rank[self.global_rank] or None
-        buffers = checkpoint.get(_RANK_BUFFERS_KEY)
-        if buffers and fitting and len(buffers) == self.trainer.world_size and "state_dict" in checkpoint:
-            # this hook runs before Lightning loads the state dict: each rank gets its own pools back (and DDP leaves
-            # them alone, see setup)
-            checkpoint["state_dict"].update(buffers[self.global_rank])
 
     def on_train_epoch_start(self) -> None:
         """Also put back the gradients a resumed checkpoint had accumulated towards a step not yet taken."""

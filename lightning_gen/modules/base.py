@@ -31,7 +31,22 @@ __all__ = [
 ]
 
 _RNG_KEY = "lightning_gen_rng_states"
+_RANK_BUFFERS_KEY = "lightning_gen_rank_buffers"
 TRAINER_SETTINGS_KEY = "lightning_gen_trainer_settings"
+
+
+def world_size() -> int:
+    """The number of processes in the default process group (1 when none is initialized)."""
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def gather_over_ranks(obj: Any) -> list[Any]:
+    """``[obj of rank 0, obj of rank 1, ...]`` (collective under DDP: every rank must call it)."""
+    if world_size() == 1:
+        return [obj]
+    out: list[Any] = [None] * world_size()
+    dist.all_gather_object(out, obj)
+    return out
 
 
 def _rng_state() -> dict[str, Any]:
@@ -206,6 +221,22 @@ class GenerativeModule(L.LightningModule):
             frame = current.f_back
         self.save_hyperparameters(ignore=ignore, frame=frame)
 
+    def rank_local_buffers(self) -> dict[str, Tensor]:
+        """The state-dict entries each rank fills on its own (none here; GAN image pools, RBM persistent chains):
+        DDP leaves them alone, and checkpoints store every rank's copy and give each rank its own back on resume
+        (the state dict itself holds rank 0's)."""
+        return {}
+
+    def setup(self, stage: str) -> None:
+        """Keep :meth:`rank_local_buffers` out of DDP's broadcasts (it would overwrite every rank's with rank 0's when
+        it wraps the module and before each forward)."""
+        if self._trainer is None:
+            return
+        local = self.rank_local_buffers()
+        if local:
+            ignored = set(getattr(self, "_ddp_params_and_buffers_to_ignore", ()))
+            self._ddp_params_and_buffers_to_ignore = sorted(ignored | set(local))
+
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
         """Draw one sample per element of the batch (the data module's ``predict_dataloader`` yields indices)."""
         first = batch[0] if isinstance(batch, (list, tuple)) else batch
@@ -217,15 +248,12 @@ class GenerativeModule(L.LightningModule):
         :func:`trainer_settings`; first raise :class:`NonFiniteLossError` for a non-finite training loss not yet
         reported, so no checkpoint is written after one."""
         self.check_non_finite()
-        state = _rng_state()
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            states: list[Any] = [None] * dist.get_world_size()
-            dist.all_gather_object(states, state)
-        else:
-            states = [state]
-        checkpoint[_RNG_KEY] = states
+        checkpoint[_RNG_KEY] = gather_over_ranks(_rng_state())
         if self._trainer is not None:
             checkpoint[TRAINER_SETTINGS_KEY] = trainer_settings(self.trainer)
+        local = self.rank_local_buffers()
+        if local and world_size() > 1:  # every rank has the same buffer names, so all take part in the gather
+            checkpoint[_RANK_BUFFERS_KEY] = gather_over_ranks({k: v.detach().cpu().clone() for k, v in local.items()})
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """When resuming a fit, restore this rank's RNG state (before the data loaders draw their order).
@@ -244,7 +272,13 @@ class GenerativeModule(L.LightningModule):
         loaders = fit_loop.get("state_dict", {}).get("combined_loader") or []
         # whether the training loaders saved a position they replay exactly (lightning_gen.data.ResumableDataLoader)
         self._loaders_resume_exactly = bool(loaders) and all(state.get("exact", False) for state in loaders)
-        if self._trainer is None or self.trainer.state.fn != "fit" or not states:
+        fitting = self._trainer is not None and self.trainer.state.fn == "fit"  # no trainer: load_from_checkpoint
+        buffers = checkpoint.get(_RANK_BUFFERS_KEY)
+        if buffers and fitting and len(buffers) == self.trainer.world_size and "state_dict" in checkpoint:
+            # this hook runs before Lightning loads the state dict: each rank gets its own buffers back (and DDP
+            # leaves them alone, see setup)
+            checkpoint["state_dict"].update(buffers[self.global_rank])
+        if not fitting or not states:
             return
         if len(states) == self.trainer.world_size:
             _set_rng_state(states[self.global_rank])

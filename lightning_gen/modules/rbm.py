@@ -13,11 +13,6 @@ from torch import Tensor
 
 from lightning_gen.checks import value_checks_enabled
 from lightning_gen.losses.rbm import contrastive_divergence_loss
-from lightning_gen.modules.adversarial import (
-    _RANK_BUFFERS_KEY,
-    _gather_over_ranks,
-    _world_size,
-)
 from lightning_gen.modules.base import (
     SingleObjectiveModule,
     batch_data,
@@ -232,29 +227,14 @@ class RBM(SingleObjectiveModule):
         super().setup(stage)
         if self._trainer is None:
             return
-        if self.persistent:
-            # DDP would overwrite every rank's buffers with rank 0's when it wraps the module and before each forward
-            ignored = set(getattr(self, "_ddp_params_and_buffers_to_ignore", ()))
-            self._ddp_params_and_buffers_to_ignore = sorted(ignored | {"persistent_chains"})
         wanted = declared_data_shape(self.trainer.datamodule)
         if wanted is not None and stage != "predict":
             data_name = type(self.trainer.datamodule).__name__
             raise_shape_problems(input_problem(self.rbm, self.rbm, wanted, data_name, "rbm"))
 
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Also store every rank's persistent chains (the state dict holds rank 0's)."""
-        super().on_save_checkpoint(checkpoint)
-        if self.persistent and _world_size() > 1:  # every rank saves, so all take part in the gather
-            checkpoint[_RANK_BUFFERS_KEY] = _gather_over_ranks(
-                {"persistent_chains": self.persistent_chains.detach().cpu().clone()})
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """When resuming a fit on as many processes, give each rank its own persistent chains back."""
-        super().on_load_checkpoint(checkpoint)
-        buffers = checkpoint.get(_RANK_BUFFERS_KEY)
-        fitting = self._trainer is not None and self.trainer.state.fn == "fit"
-        if buffers and fitting and len(buffers) == self.trainer.world_size and "state_dict" in checkpoint:
-            checkpoint["state_dict"].update(buffers[self.global_rank])  # runs before Lightning loads the state dict
+    def rank_local_buffers(self) -> dict[str, Tensor]:
+        """The persistent chains (PCD): each rank keeps, checkpoints and resumes its own."""
+        return {"persistent_chains": self.persistent_chains} if self.persistent else {}
 
     # -- the partition function and the likelihood ----------------------------------------------------------------
     def base_rates(self) -> Optional[Tensor]:

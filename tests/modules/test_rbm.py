@@ -16,7 +16,7 @@ from scipy import stats
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_gen import RBM, NonFiniteLossError
-from lightning_gen.modules.adversarial import _RANK_BUFFERS_KEY
+from lightning_gen.modules.base import _RANK_BUFFERS_KEY
 from lightning_gen.nets.rbm import BernoulliRBM, binary_states, exact_log_partition
 from lightning_gen.schedulers import LinearLR
 
