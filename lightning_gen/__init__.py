@@ -23,6 +23,7 @@ from lightning_gen.modules import (
     RealNVP,
     SRGAN,
     SRResNet,
+    ScoreModel,
     StarGAN,
     load_model,
 )
@@ -35,4 +36,5 @@ __all__ = [
     "SRGAN", "SRResNet",
     "StarGAN",
     "RBM",
+    "ScoreModel",
 ]

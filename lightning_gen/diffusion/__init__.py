@@ -1,5 +1,6 @@
 """Diffusion building blocks: DDPM noise schedules with the forward process q(x_t | x_0) and the reverse step, and
-samplers as small objects (ancestral, respaced, DDIM) that own their timesteps and their step."""
+samplers as small objects (ancestral, respaced, DDIM, annealed Langevin) that own their timesteps and their step;
+the noise ladders of score models."""
 
 from lightning_gen.diffusion.schedules import (
     SCHEDULES,
@@ -11,9 +12,11 @@ from lightning_gen.diffusion.schedules import (
     linear_schedule,
     make_schedule,
 )
+from lightning_gen.diffusion.ladders import NoiseLadder, geometric_sigmas
 from lightning_gen.diffusion.samplers import (
     SAMPLERS,
     AncestralSampler,
+    AnnealedLangevinSampler,
     DDIMSampler,
     DiffusionSampler,
     RespacedSampler,
@@ -35,6 +38,9 @@ __all__ = [
     "AncestralSampler",
     "RespacedSampler",
     "DDIMSampler",
+    "AnnealedLangevinSampler",
+    "NoiseLadder",
+    "geometric_sigmas",
     "make_sampler",
     "SAMPLERS",
     "strided_timesteps",

@@ -14,6 +14,11 @@ For an epsilon-prediction model and a :class:`~lightning_gen.diffusion.NoiseSche
 * :class:`DDIMSampler`: Song et al. 2021, eq. 12, on the same strided steps; ``eta = 0`` is deterministic given
   ``x_T``, ``eta = 1`` is the respaced ancestral chain with the posterior variance ``beta_tilde``.
 
+For a score model on a :class:`~lightning_gen.diffusion.NoiseLadder` (:class:`~lightning_gen.ScoreModel`):
+
+* :class:`AnnealedLangevinSampler`: annealed Langevin dynamics (Song & Ermon 2019, alg. 1), ``steps_per_level``
+  updates per noise level, then an optional Tweedie denoising step.
+
 Arguments a sampler leaves ``None`` (the variance, the clipping, the number of steps) are filled from the model that
 runs it by :meth:`DiffusionSampler.with_defaults` (``DDPM`` passes its ``variance``, ``clip_denoised`` and
 ``sampling_steps``); used on its own, ``None`` means ``beta``, no clipping and every step.
@@ -46,6 +51,7 @@ __all__ = [
     "AncestralSampler",
     "RespacedSampler",
     "DDIMSampler",
+    "AnnealedLangevinSampler",
     "SAMPLERS",
     "make_sampler",
     "strided_timesteps",
@@ -385,16 +391,127 @@ def _check_variance(variance: Optional[str]) -> Optional[str]:
     return variance
 
 
+class AnnealedLangevinSampler(DiffusionSampler):
+    """Annealed Langevin dynamics for a noise-conditional score model (Song & Ermon 2019, alg. 1) on a
+    :class:`~lightning_gen.diffusion.NoiseLadder`: from ``x ~ N(0, sigma_max^2 I)``, for each level from the largest
+    down, ``steps_per_level`` updates
+
+        x <- x + alpha_i / 2 * s(x, sigma_i) + sqrt(alpha_i) z,   alpha_i = step_size * sigma_i^2 / sigma_min^2,
+
+    with ``s = model(x, level)`` the score, then (``final_denoise``) one Tweedie step ``x + sigma_min^2 s(x,
+    sigma_min)``, the posterior mean E[x_0 | x] that removes the last level's noise (Jolicoeur-Martineau et al. 2021;
+    Song et al. 2021). ``clip_denoised`` clamps the samples to [-1, 1] (images). ``None`` arguments take the model's
+    settings (standalone: 2e-5 and 100, the paper's values for data in [0, 1] with sigma_min 0.01; a final denoising
+    step; no clipping). The timesteps are the level indices, each repeated ``steps_per_level`` times.
+    """
+
+    inherited = ("step_size", "steps_per_level", "final_denoise", "clip_denoised")
+
+    def __init__(
+        self,
+        step_size: Optional[float] = None,
+        steps_per_level: Optional[int] = None,
+        final_denoise: Optional[bool] = None,
+        clip_denoised: Optional[bool] = None,
+    ) -> None:
+        """Choose the step size at the smallest level (epsilon), the updates per level, the final denoising step and
+        the clipping (``None``: the model's)."""
+        super().__init__(None)
+        if step_size is not None and (isinstance(step_size, bool) or not isinstance(step_size, (int, float))
+                                      or not 0.0 < step_size < math.inf):
+            raise ValueError(f"step_size must be a positive number (epsilon, the step at sigma_min; e.g. 2e-5) or "
+                             f"null (the model's), got {step_size!r}")
+        self.step_size = None if step_size is None else float(step_size)
+        self.steps_per_level = _check_num_steps(steps_per_level)
+        if final_denoise is not None and not isinstance(final_denoise, bool):
+            raise ValueError(f"final_denoise must be true, false or null (the model's setting), got {final_denoise!r}")
+        self.final_denoise = final_denoise
+        self.clip_denoised = _check_clip(clip_denoised)
+
+    def make_timesteps(self, schedule: Any) -> Tensor:
+        """The level indices from ``L-1`` down to 0, each repeated ``steps_per_level`` times."""
+        sigmas = getattr(schedule, "sigmas", None)
+        if not isinstance(sigmas, Tensor) or not hasattr(schedule, "num_levels"):
+            raise TypeError(f"{type(self).__name__} runs on a NoiseLadder (a score model's noise levels), got "
+                            f"{type(schedule).__name__}; a DDPM samples with ancestral, respaced or ddim")
+        self._sigmas = sigmas.double().cpu().tolist()
+        levels = torch.arange(schedule.num_levels - 1, -1, -1)
+        return levels.repeat_interleave(self.steps_per_level or 100)
+
+    def initial_noise(
+        self, shape: Sequence[int], generator: Optional[torch.Generator] = None, device: Any = None
+    ) -> Tensor:
+        """x ~ N(0, sigma_max^2 I), float32, drawn from ``generator`` on its device, then moved."""
+        return randn(shape, generator, device) * self._sigmas[-1]
+
+    def step_sizes(self) -> list[float]:
+        """alpha_i = step_size * sigma_i^2 / sigma_min^2 for each level (ascending, as the ladder)."""
+        eps = self.step_size if self.step_size is not None else 2e-5
+        return [eps * s * s / (self._sigmas[0] ** 2) for s in self._sigmas]
+
+    def step(
+        self,
+        model_output: Tensor,
+        t: int,
+        x: Tensor,
+        generator: Optional[torch.Generator] = None,
+        noise: Optional[Tensor] = None,
+    ) -> Tensor:
+        """One Langevin update at level ``t`` with the score ``model_output = s(x, sigma_t)`` (alg. 1, line 6)."""
+        if model_output.shape != x.shape:
+            raise ValueError(f"model_output and x must have the same shape, got {tuple(model_output.shape)} and "
+                             f"{tuple(x.shape)}")
+        if not hasattr(self, "_sigmas"):
+            raise ValueError("call set_timesteps(schedule=ladder) first and step through sampler.timesteps")
+        alpha = self.step_sizes()[int(t)]
+        if noise is None:
+            noise = randn(x.shape, generator, x.device, dtype=x.dtype)
+        else:
+            _check_noise(noise, x)
+        return x + (0.5 * alpha) * model_output + math.sqrt(alpha) * noise
+
+    def denoise(self, model_output: Tensor, x: Tensor) -> Tensor:
+        """Tweedie's formula at the smallest level: ``x + sigma_min^2 s(x, sigma_min)`` = E[x_0 | x]."""
+        return x + self._sigmas[0] ** 2 * model_output
+
+    def finish(self, x: Tensor) -> Tensor:
+        """The final state, clamped to [-1, 1] when clipping."""
+        return x.clamp(-1.0, 1.0) if self.clip_denoised else x
+
+    def sample(
+        self,
+        model: Denoiser,
+        shape: Sequence[int],
+        schedule: Any = None,
+        generator: Optional[torch.Generator] = None,
+        device: Any = None,
+        x_T: Optional[Tensor] = None,
+    ) -> Tensor:
+        """Run the Langevin chain (:meth:`DiffusionSampler.sample`), then the final denoising step (when on) with
+        ``model(x, 0)`` before :meth:`finish`."""
+        clip, self.clip_denoised = self.clip_denoised, False  # finish() clamps only after the denoising step
+        try:
+            x = super().sample(model, shape, schedule, generator, device, x_T)
+        finally:
+            self.clip_denoised = clip
+        if self.final_denoise is not False:
+            with torch.no_grad():
+                level = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+                x = self.denoise(full_precision(model(x, level)), x)
+        return self.finish(x)
+
+
 SAMPLERS: dict[str, type[DiffusionSampler]] = {
     "ancestral": AncestralSampler,
     "respaced": RespacedSampler,
     "ddim": DDIMSampler,
+    "langevin": AnnealedLangevinSampler,
 }
 
 
 def make_sampler(name: Union[str, DiffusionSampler], **kwargs: Any) -> DiffusionSampler:
-    """A sampler by name (``ancestral``, ``respaced``, ``ddim``; keyword arguments go to its constructor), or
-    ``name`` itself when it is already a :class:`DiffusionSampler`."""
+    """A sampler by name (``ancestral``, ``respaced``, ``ddim``, ``langevin``; keyword arguments go to its
+    constructor), or ``name`` itself when it is already a :class:`DiffusionSampler`."""
     if isinstance(name, DiffusionSampler):
         if kwargs:
             raise ValueError(f"make_sampler got a sampler object and arguments {sorted(kwargs)}; set them on it")

@@ -18,6 +18,8 @@ from lightning_gen.losses.infogan import *  # noqa: F401,F403
 from lightning_gen.losses.infogan import __all__ as _info_all
 from lightning_gen.losses.rbm import *  # noqa: F401,F403
 from lightning_gen.losses.rbm import __all__ as _rbm_all
+from lightning_gen.losses.score import *  # noqa: F401,F403
+from lightning_gen.losses.score import __all__ as _score_all
 from lightning_gen.losses.regularizers import *  # noqa: F401,F403
 from lightning_gen.losses.regularizers import __all__ as _reg_all
 from lightning_gen.losses.stabilizers import *  # noqa: F401,F403
@@ -28,3 +30,4 @@ __all__ += list(_info_all)
 __all__ += list(_content_all)
 __all__ += list(_domain_all)
 __all__ += list(_rbm_all)
+__all__ += list(_score_all)

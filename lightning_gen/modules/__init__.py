@@ -17,6 +17,7 @@ from lightning_gen.modules.gan import DRAGAN, GAN, LSGAN, WGAN, WGANGP, Conditio
 from lightning_gen.modules.image_to_image import CycleGAN, Pix2Pix
 from lightning_gen.modules.infogan import InfoGAN
 from lightning_gen.modules.rbm import RBM
+from lightning_gen.modules.score import ScoreModel
 from lightning_gen.modules.stargan import StarGAN
 from lightning_gen.modules.super_resolution import SRGAN, SRResNet
 
@@ -28,4 +29,5 @@ __all__ = [
     "SRGAN", "SRResNet",
     "StarGAN",
     "RBM",
+    "ScoreModel",
 ]
