@@ -14,6 +14,7 @@ from lightning_gen.data.images import (
 from lightning_gen.data.paired import PairedImageDataModule, UnpairedImageDataModule, UnpairedSampler
 from lightning_gen.data.resumable import ResumableDataLoader, ResumableRandomSampler, SeededAugmentation
 from lightning_gen.data.super_resolution import SuperResolutionDataModule
+from lightning_gen.data.tabular import TABLE_EXTENSIONS, TabularDataModule, read_table
 from lightning_gen.data.toy import GaussianMixture, ToyGaussiansDataModule, make_mixture
 
 __all__ = [
@@ -38,4 +39,7 @@ __all__ = [
     "DOMAIN_TRANSFORMS",
     "MNISTDomainsDataModule",
     "domain_transform",
+    "TABLE_EXTENSIONS",
+    "TabularDataModule",
+    "read_table",
 ]
