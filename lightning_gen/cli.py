@@ -296,6 +296,22 @@ class GenerativeCLI(LightningCLI):
         if not any(isinstance(cb, BasePredictionWriter) for cb in self.trainer.callbacks):
             self.trainer.callbacks.append(SampleWriter())
         self._predict_loader = self._sample_index_loader()
+        if self._predict_loader is not None and self.datamodule is not None:
+            self._detached_datamodule_for_writers()
+
+    def _detached_datamodule_for_writers(self) -> None:
+        """With ``--num_samples`` the trainer runs without the data module, so Lightning neither restores its state
+        from the checkpoint nor shows it to the :class:`SampleWriter`: do both here (the writer maps samples to data
+        units with the data module's ``inverse_transform``, e.g. a TabularDataModule's column statistics)."""
+        datamodule = self.datamodule
+        ckpt_path = self._checkpoint.get("path")
+        if ckpt_path and is_overridden("load_state_dict", datamodule, L.LightningDataModule):
+            state = read_checkpoint(ckpt_path).get(type(datamodule).__qualname__)
+            if state is not None:
+                datamodule.load_state_dict(state)
+        for callback in self.trainer.callbacks:
+            if isinstance(callback, SampleWriter) and callback.datamodule is None:
+                callback.datamodule = datamodule
 
     def _sample_index_loader(self) -> Optional[DataLoader]:
         """A loader of ``--num_samples`` indices (one sample drawn per index), or ``None`` to use the data module's
