@@ -15,6 +15,7 @@ from lightning_gen.modules import (
     CycleGAN,
     DenoisingAutoencoder,
     GenerativeModule,
+    GuidedDDPM,
     HingeGAN,
     InfoGAN,
     NonFiniteLossError,
@@ -37,4 +38,5 @@ __all__ = [
     "StarGAN",
     "RBM",
     "ScoreModel",
+    "GuidedDDPM",
 ]

@@ -12,6 +12,7 @@ from lightning_gen.diffusion.schedules import (
     linear_schedule,
     make_schedule,
 )
+from lightning_gen.diffusion.guidance import ClassifierFreeGuidance, drop_labels, guided_epsilon
 from lightning_gen.diffusion.ladders import NoiseLadder, geometric_sigmas
 from lightning_gen.diffusion.samplers import (
     SAMPLERS,
@@ -26,6 +27,9 @@ from lightning_gen.diffusion.samplers import (
 )
 
 __all__ = [
+    "ClassifierFreeGuidance",
+    "guided_epsilon",
+    "drop_labels",
     "NoiseSchedule",
     "GaussianMoments",
     "ReverseMoments",

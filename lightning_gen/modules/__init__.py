@@ -13,6 +13,7 @@ from lightning_gen.modules.base import (
 from lightning_gen.modules.bigan import BiGAN
 from lightning_gen.modules.diffusion import DDPM
 from lightning_gen.modules.flow import RealNVP
+from lightning_gen.modules.guided import GuidedDDPM
 from lightning_gen.modules.gan import DRAGAN, GAN, LSGAN, WGAN, WGANGP, ConditionalGAN, HingeGAN
 from lightning_gen.modules.image_to_image import CycleGAN, Pix2Pix
 from lightning_gen.modules.infogan import InfoGAN
@@ -30,4 +31,5 @@ __all__ = [
     "StarGAN",
     "RBM",
     "ScoreModel",
+    "GuidedDDPM",
 ]

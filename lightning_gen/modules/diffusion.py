@@ -4,7 +4,7 @@ object (ancestral, respaced or DDIM, :mod:`lightning_gen.diffusion.samplers`).""
 from __future__ import annotations
 
 import copy
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
@@ -43,7 +43,12 @@ class DDPM(SingleObjectiveModule):
     Under mixed precision only the denoiser runs in bfloat16/float16: its output is cast to float32 before the loss
     and the sampler's update, the EMA is updated in float32 after each optimizer step (outside autocast), and
     :meth:`sample` returns float32.
+
+    The denoiser is unconditional; a class-conditional one (``num_classes`` set) belongs in
+    :class:`~lightning_gen.GuidedDDPM` (classifier-free guidance).
     """
+
+    _conditional = False  # whether the denoiser takes labels (GuidedDDPM)
 
     def __init__(
         self,
@@ -104,6 +109,13 @@ class DDPM(SingleObjectiveModule):
                 f"the denoiser ({type(denoiser).__name__}) needs a `data_shape` attribute giving the shape of one "
                 "sample, e.g. (1, 28, 28); use lightning_gen.nets.UNet or MLPDenoiser"
             )
+        if bool(getattr(denoiser, "num_classes", 0)) != self._conditional:
+            raise ValueError(
+                f"{type(self).__name__} needs a class-conditional denoiser: set its `num_classes` (e.g. 10 for MNIST)"
+                if self._conditional else
+                f"the denoiser ({type(denoiser).__name__}) is class-conditional (num_classes "
+                f"{getattr(denoiser, 'num_classes')}): train it with lightning_gen.GuidedDDPM, or leave num_classes out"
+            )
         if variance not in VARIANCES:
             raise ValueError(f"Unknown variance {variance!r}. Choose one of {list(VARIANCES)}.")
         if not data_scale > 0:
@@ -149,9 +161,14 @@ class DDPM(SingleObjectiveModule):
         return self.denoiser_ema if self.denoiser_ema is not None else self.denoiser
 
     def diffusion_loss(
-        self, data: Tensor, generator: Optional[torch.Generator] = None, net: Optional[nn.Module] = None
+        self,
+        data: Tensor,
+        generator: Optional[torch.Generator] = None,
+        net: Optional[nn.Module] = None,
+        labels: Optional[Tensor] = None,
     ) -> Tensor:
-        """L_simple on a batch: uniform t, x_t = q_sample(x_0 / data_scale, t, eps), MSE(net(x_t, t), eps).
+        """L_simple on a batch: uniform t, x_t = q_sample(x_0 / data_scale, t, eps), MSE(net(x_t, t), eps)
+        (``net(x_t, t, labels)`` when ``labels`` are given).
 
         t and eps come from ``generator`` (drawn on its device, then moved) when given, else from the global RNG.
         The loss is float32 even when the net runs under autocast.
@@ -161,7 +178,8 @@ class DDPM(SingleObjectiveModule):
         t = sch.sample_timesteps(x0.shape[0], generator=generator, device=x0.device)
         noise = randn(x0.shape, generator, x0.device, dtype=x0.dtype)
         x_t = sch.q_sample(x0, t, noise=noise)
-        return epsilon_loss(full_precision((net or self.denoiser)(x_t, t)), noise)
+        net = net or self.denoiser
+        return epsilon_loss(full_precision(net(x_t, t) if labels is None else net(x_t, t, labels)), noise)
 
     def training_loss(self, data: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """The epsilon-prediction loss at uniform timesteps (Ho et al. 2020, alg. 1), logged as ``loss``."""
@@ -229,12 +247,22 @@ class DDPM(SingleObjectiveModule):
         when called under autocast (the net's low-precision output is cast before each step's update).
         """
         reject_unexpected_arguments(self, condition, hint="the model is unconditional")
+        return self._run_sampler(self.sampling_denoiser, num_samples, generator, sampler)
+
+    def _run_sampler(
+        self,
+        model: Callable[[Tensor, Tensor], Tensor],
+        num_samples: int,
+        generator: Optional[torch.Generator],
+        sampler: Union[str, DiffusionSampler, None],
+    ) -> Tensor:
+        """``num_samples`` samples of ``model(x_t, t)`` (the sampling denoiser, or a function of it) with this
+        module's sampler or ``sampler``, the sampling denoiser in eval mode, scaled back by ``data_scale``."""
         if num_samples < 0:
             raise ValueError(f"num_samples must be >= 0, got {num_samples}")
         chosen = self.sampler if sampler is None else self._configure_sampler(sampler)
-        net = self.sampling_denoiser
-        with eval_mode(net):
-            x = chosen.sample(net, (num_samples, *self.data_shape), self.noise_schedule, generator, self.device)
+        with eval_mode(self.sampling_denoiser):
+            x = chosen.sample(model, (num_samples, *self.data_shape), self.noise_schedule, generator, self.device)
         return x * self.data_scale if self.data_scale != 1.0 else x
 
 

@@ -1,18 +1,21 @@
 """Noise-prediction nets for diffusion models: a small DDPM U-Net for images and a time-conditioned MLP for vectors.
 
 Both map ``(x_t, t)`` to a prediction of the noise with the shape of ``x_t``, take ``t`` as integer step indices
-``(B,)`` and expose ``data_shape`` (the shape of one sample).
+``(B,)`` and expose ``data_shape`` (the shape of one sample). With ``num_classes`` set they are class-conditional,
+``(x_t, t, labels)``, for classifier-free guidance (Ho & Salimans 2022): a learned embedding of the label (``0 ..
+num_classes - 1``, or ``num_classes``, the null label, for "no class") is added to the time embedding.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lightning_gen.checks import value_checks_enabled
 from lightning_gen.nets.mlp import make_activation
 
 __all__ = ["timestep_embedding", "UNet", "MLPDenoiser"]
@@ -35,6 +38,46 @@ def timestep_embedding(t: Tensor, dim: int, max_period: float = 10_000.0) -> Ten
     if dim % 2:
         emb = torch.cat([emb, emb.new_zeros(t.shape[0], 1)], dim=1)
     return emb
+
+
+def _check_num_classes(num_classes: Optional[int]) -> int:
+    """``num_classes`` as an int (0 when ``None``); raise unless it is ``None`` or a positive int."""
+    if num_classes is None:
+        return 0
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive int (e.g. 10 for MNIST) or None (unconditional), "
+                         f"got {num_classes!r}")
+    return num_classes
+
+
+class _LabelEmbedding(nn.Embedding):
+    """One learned vector per class plus a last one for the null label (``num_classes``): added to the time
+    embedding of a class-conditional denoiser (Ho & Salimans 2022)."""
+
+    def __init__(self, num_classes: int, dim: int) -> None:
+        super().__init__(num_classes + 1, dim)
+        self.num_classes = num_classes
+
+    def embed(self, labels: Optional[Tensor], batch: int, who: str) -> Tensor:
+        """The embeddings ``(batch, dim)`` of ``labels`` (one label is repeated), checked against the range."""
+        if labels is None:
+            raise ValueError(
+                f"{who} is class-conditional (num_classes={self.num_classes}): call it as net(x_t, t, labels) with "
+                f"labels in 0..{self.num_classes} ({self.num_classes}: the null label, no class)"
+            )
+        labels = labels.reshape(-1)
+        if labels.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8, torch.int8):
+            raise ValueError(f"{who} labels must be integer class indices, got dtype {labels.dtype}")
+        if labels.numel() == 1:
+            labels = labels.expand(batch)
+        if labels.numel() != batch:
+            raise ValueError(f"{who} got {labels.numel()} labels for a batch of {batch}")
+        if value_checks_enabled() and labels.numel() and (int(labels.min()) < 0 or int(labels.max()) > self.num_classes):
+            raise ValueError(
+                f"{who} labels must lie in 0..{self.num_classes} ({self.num_classes}: the null label), got "
+                f"{int(labels.min())}..{int(labels.max())}"
+            )
+        return super().forward(labels.long())
 
 
 def _group_norm(channels: int) -> nn.GroupNorm:
@@ -94,6 +137,10 @@ class UNet(nn.Module):
     embedding, strided-conv downsampling, nearest-neighbour upsampling, optional attention at the lowest resolution
     and a zero-initialized output layer.
 
+    ``num_classes`` makes it class-conditional: ``forward(x_t, t, labels)`` adds a learned embedding of each label
+    (``num_classes + 1`` entries, the last the null label ``num_classes``) to the time embedding; ``None`` leaves the
+    net (and its state-dict keys) unconditional.
+
     ``len(channel_mults)`` resolution levels with ``len(channel_mults) - 1`` downsamplings, so ``image_size`` must be
     divisible by ``2 ** (len(channel_mults) - 1)`` (28 with ``(1, 2, 2)``: 28 -> 14 -> 7).
     ``forward(x_t, t)`` returns the predicted noise, shaped like ``x_t``.
@@ -108,9 +155,12 @@ class UNet(nn.Module):
         num_res_blocks: int = 1,
         dropout: float = 0.0,
         attention: bool = True,
+        num_classes: Optional[int] = None,
     ) -> None:
-        """Build the net for ``channels`` x ``image_size`` x ``image_size`` inputs."""
+        """Build the net for ``channels`` x ``image_size`` x ``image_size`` inputs (``num_classes`` classes + the null
+        label when given)."""
         super().__init__()
+        self.num_classes = _check_num_classes(num_classes)
         mults = [int(m) for m in channel_mults]
         if channels < 1 or base_channels < 1 or num_res_blocks < 0 or not mults or min(mults) < 1:
             raise ValueError(
@@ -133,6 +183,8 @@ class UNet(nn.Module):
         time_dim = 4 * base_channels
         self._embed_dim = base_channels
         self.time_mlp = nn.Sequential(nn.Linear(base_channels, time_dim), nn.SiLU(), nn.Linear(time_dim, time_dim))
+        if self.num_classes:
+            self.label_embedding = _LabelEmbedding(self.num_classes, time_dim)
         self.conv_in = nn.Conv2d(channels, base_channels, 3, padding=1)
 
         self.down = nn.ModuleList()
@@ -159,14 +211,16 @@ class UNet(nn.Module):
         self.norm_out = _group_norm(ch)
         self.conv_out = _zero_(nn.Conv2d(ch, channels, 3, padding=1))
 
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        """Predict the noise in ``x`` ``(B, C, H, W)`` at integer steps ``t`` ``(B,)``."""
+    def forward(self, x: Tensor, t: Tensor, labels: Optional[Tensor] = None) -> Tensor:
+        """Predict the noise in ``x`` ``(B, C, H, W)`` at integer steps ``t`` ``(B,)`` (given ``labels`` ``(B,)`` when
+        class-conditional)."""
         if x.dim() != 4 or x.shape[1] != self.channels or x.shape[-2] % self._factor or x.shape[-1] % self._factor:
             raise ValueError(
                 f"UNet expects images (B, {self.channels}, H, W) with H and W divisible by {self._factor}, "
                 f"got {tuple(x.shape)}"
             )
         emb = self.time_mlp(timestep_embedding(t.reshape(-1).expand(x.shape[0]), self._embed_dim))
+        emb = _add_label(self, emb, labels, x.shape[0])
         h = self.conv_in(x)
         hs = [h]
         for layer in self.down:
@@ -180,7 +234,9 @@ class UNet(nn.Module):
 
 class MLPDenoiser(nn.Module):
     """Time-conditioned MLP noise predictor for vector data ``(B, data_dim)``: each hidden layer adds a learned
-    projection of the sinusoidal time embedding before its activation; the output layer is zero-initialized."""
+    projection of the sinusoidal time embedding before its activation; the output layer is zero-initialized.
+
+    ``num_classes`` makes it class-conditional, ``forward(x_t, t, labels)``, as :class:`UNet`."""
 
     def __init__(
         self,
@@ -188,9 +244,11 @@ class MLPDenoiser(nn.Module):
         hidden_dims: Sequence[int] = (256, 256, 256),
         time_embed_dim: int = 64,
         activation: str = "silu",
+        num_classes: Optional[int] = None,
     ) -> None:
-        """Build the MLP for ``data_dim``-dimensional data."""
+        """Build the MLP for ``data_dim``-dimensional data (``num_classes`` classes + the null label when given)."""
         super().__init__()
+        self.num_classes = _check_num_classes(num_classes)
         if data_dim < 1 or time_embed_dim < 1 or not hidden_dims:
             raise ValueError(
                 f"MLPDenoiser needs data_dim >= 1, time_embed_dim >= 1 and at least one hidden layer, got "
@@ -202,19 +260,33 @@ class MLPDenoiser(nn.Module):
         self.time_mlp = nn.Sequential(
             nn.Linear(time_embed_dim, time_embed_dim), make_activation(activation), nn.Linear(time_embed_dim, time_embed_dim)
         )
+        if self.num_classes:
+            self.label_embedding = _LabelEmbedding(self.num_classes, time_embed_dim)
         dims = [self.data_dim, *[int(d) for d in hidden_dims]]
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
         self.time_proj = nn.ModuleList(nn.Linear(time_embed_dim, b) for b in dims[1:])
         self.act = make_activation(activation)
         self.out = _zero_(nn.Linear(dims[-1], self.data_dim))
 
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        """Predict the noise in ``x`` ``(B, data_dim)`` at integer steps ``t`` ``(B,)``."""
+    def forward(self, x: Tensor, t: Tensor, labels: Optional[Tensor] = None) -> Tensor:
+        """Predict the noise in ``x`` ``(B, data_dim)`` at integer steps ``t`` ``(B,)`` (given ``labels`` ``(B,)``
+        when class-conditional)."""
         shape = x.shape
         h = x.reshape(shape[0], -1)
         if h.shape[1] != self.data_dim:
             raise ValueError(f"MLPDenoiser expects {self.data_dim} values per sample, got input of shape {tuple(shape)}")
         emb = self.time_mlp(timestep_embedding(t.reshape(-1).expand(shape[0]), self.time_embed_dim))
+        emb = _add_label(self, emb, labels, shape[0])
         for layer, proj in zip(self.layers, self.time_proj):
             h = self.act(layer(h) + proj(emb))
         return self.out(h).reshape(shape)
+
+
+def _add_label(net: nn.Module, emb: Tensor, labels: Optional[Tensor], batch: int) -> Tensor:
+    """The time embedding plus the label embedding of a class-conditional net; an unconditional one refuses labels."""
+    if not net.num_classes:
+        if labels is not None:
+            raise ValueError(f"{type(net).__name__} is unconditional (num_classes None) but got labels: build it with "
+                             "num_classes to condition on classes")
+        return emb
+    return emb + net.label_embedding.embed(labels, batch, type(net).__name__)
