@@ -83,7 +83,8 @@ def default_path() -> Path:
 def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--num", type=int, default=100_000, help="number of events (rows)")
-    parser.add_argument("--out", default=None, help="CSV to write (default: events.csv in $LIGHTNING_GEN_DATA or data/)")
+    parser.add_argument("--out", default=None,
+                        help="CSV to write (default: events.csv in $LIGHTNING_GEN_DATA, else data/)")
     parser.add_argument("--mass", type=float, default=91.19, help="resonance mass M in GeV")
     parser.add_argument("--width", type=float, default=2.50, help="Breit-Wigner width Gamma in GeV")
     parser.add_argument("--seed", type=int, default=0)
