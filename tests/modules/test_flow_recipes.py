@@ -37,7 +37,8 @@ def _check_loaded_model(last: Path, shape: tuple[int, ...]) -> None:
 
 
 def test_recipes_exist():
-    assert sorted(p.name for p in CONFIGS.glob("*.yaml")) == ["mnist.yaml", "toy_grid.yaml", "toy_ring.yaml"]
+    names = sorted(p.name for p in CONFIGS.glob("*.yaml"))
+    assert names == ["mnist.yaml", "tabular.yaml", "toy_grid.yaml", "toy_ring.yaml"]  # tabular: tests/data/
 
 
 @pytest.mark.slow
