@@ -3,9 +3,6 @@ players, shapes, encode/reconstruct, a short fit, the E = G^-1 optimum on a line
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from functools import partial
 from pathlib import Path
 
@@ -13,6 +10,7 @@ import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import run_script
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -261,11 +259,7 @@ def test_linear_toy_training_makes_the_encoder_invert_the_generator(tmp_path):
 
 @pytest.mark.slow
 def test_ddp_two_cpu_processes_keep_parameters_identical(tmp_path):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "scripts" / "ddp_bigan.py"), str(tmp_path)],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
-    )
+    proc = run_script(ROOT / "tests" / "scripts" / "ddp_bigan.py", str(tmp_path), cwd=tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     init = torch.load(tmp_path / "init.pt", weights_only=True)

@@ -4,8 +4,6 @@ discriminator, sample()/upscale, a short fit with the grid callback, PSNR/SSIM l
 from __future__ import annotations
 
 import copy
-import os
-import subprocess
 import sys
 from functools import partial
 from pathlib import Path
@@ -15,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import run_script
 from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader
@@ -183,11 +182,7 @@ def test_short_fit_logs_psnr_ssim_and_the_grid(tmp_path):
 
 @pytest.mark.slow
 def test_ddp_two_cpu_processes_keep_parameters_identical(tmp_path):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "scripts" / "ddp_srgan.py"), str(tmp_path)],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
-    )
+    proc = run_script(ROOT / "tests" / "scripts" / "ddp_srgan.py", str(tmp_path), cwd=tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     init = torch.load(tmp_path / "init.pt", weights_only=True)

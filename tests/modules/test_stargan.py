@@ -3,15 +3,13 @@ their errors, translation, data checks, learning on known transforms, and DDP.""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import run_script
 from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -292,11 +290,7 @@ def test_learns_known_transforms_from_unpaired_domains(tmp_path, multi_label):
 
 # -- DDP -------------------------------------------------------------------------------------------------------------
 def test_ddp_two_cpu_processes_keep_parameters_identical(tmp_path):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "scripts" / "ddp_stargan.py"), str(tmp_path)],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
-    )
+    proc = run_script(ROOT / "tests" / "scripts" / "ddp_stargan.py", str(tmp_path), cwd=tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     init = torch.load(tmp_path / "init.pt", weights_only=True)

@@ -3,31 +3,17 @@
 Run as a script (DDP re-launches the script for rank 1): ``python tests/scripts/ddp_bigan.py OUT_DIR``.
 """
 
-import os
-import sys
 from functools import partial
 from pathlib import Path
 
 import lightning as L
 import torch
 
+from ddp_common import SaveFinalState, ddp_trainer, run, save_initial_state
+
 from lightning_gen import BiGAN
 from lightning_gen.data import ToyGaussiansDataModule
 from lightning_gen.nets import JointMLPDiscriminator, MLPEncoder, MLPGenerator
-
-
-class SaveParameters(L.Callback):
-    def __init__(self, out: Path) -> None:
-        self.out = out
-
-    def on_train_end(self, trainer: L.Trainer, pl_module: BiGAN) -> None:
-        info = {
-            "state_dict": {k: v.detach().cpu().clone() for k, v in pl_module.state_dict().items()},
-            "global_step": trainer.global_step,
-            "player_steps": pl_module.player_steps,
-            "world_size": trainer.world_size,
-        }
-        torch.save(info, self.out / f"rank{trainer.global_rank}.pt")
 
 
 def main(out: Path) -> None:
@@ -36,19 +22,11 @@ def main(out: Path) -> None:
     adam = partial(torch.optim.Adam, lr=1e-3, betas=(0.5, 0.999))
     model = BiGAN(MLPGenerator(2, 2, (16, 16)), MLPEncoder(2, 2, (16, 16)), JointMLPDiscriminator(2, 2, (16, 16)),
                   generator_optimizer=adam, discriminator_optimizer=adam)
-    if os.environ.get("LOCAL_RANK", "0") == "0":
-        torch.save({k: v.clone() for k, v in model.state_dict().items()}, out / "init.pt")
+    save_initial_state(model, out)
     data = ToyGaussiansDataModule(mixture="ring", train_size=1024, val_size=128, batch_size=64)
-    trainer = L.Trainer(
-        accelerator="cpu", devices=2, strategy="ddp", max_steps=6, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
-        callbacks=[SaveParameters(out)], default_root_dir=str(out),
-    )
+    trainer = ddp_trainer(out, [SaveFinalState(out, "player_steps")], max_steps=6)
     trainer.fit(model, data)
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
-    # gloo's worker threads can abort the interpreter's exit (SIGABRT) unless the group is destroyed first
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+    run(main)
