@@ -130,11 +130,19 @@ CASES: dict[str, Case] = {
     "realnvp/toy": Case(lightning_gen.RealNVP, _one("flow", lambda: VectorRealNVP(2, 4, (16, 16))), "toy", density=True),
     "realnvp/image": Case(lightning_gen.RealNVP, _one("flow", lambda: ImageRealNVP(1, 16, 2, hidden_channels=8, num_blocks=1)),
                           "image", density=True, kwargs={"dequantize": True}),
+    "realnvp/glow": Case(lightning_gen.RealNVP, _one("flow", lambda: ImageRealNVP(
+        1, 16, 2, hidden_channels=8, num_blocks=1, actnorm=True, permutation="conv1x1", layout="glow",
+        steps_per_scale=2)), "image", density=True, kwargs={"dequantize": True}),
     "ddpm/toy": Case(lightning_gen.DDPM, _one("denoiser", lambda: MLPDenoiser(2, (32, 32), 16)), "toy",
                      kwargs={"num_timesteps": 25, "variance": "beta_tilde"}),
     "ddpm/image": Case(lightning_gen.DDPM, _one("denoiser", lambda: UNet(1, 16, base_channels=8, channel_mults=(1, 2))),
                        "image", kwargs={"schedule": "cosine", "num_timesteps": 10, "clip_denoised": True,
                                         "ema_decay": 0.99}),
+    # classifier-free guidance: labels from the blob batches (3 classes), guided sampling (w = 1) by default
+    "guided_ddpm/image": Case(lightning_gen.GuidedDDPM,
+                              _one("denoiser", lambda: UNet(1, 16, base_channels=8, channel_mults=(1, 2), num_classes=3)),
+                              "image", kwargs={"schedule": "cosine", "num_timesteps": 10, "clip_denoised": True,
+                                               "ema_decay": 0.99, "guidance_scale": 1.0}),
     # PCD (persistent chains are module state); short Gibbs chains and a small AIS keep it fast
     "rbm/image": Case(lightning_gen.RBM, _one("rbm", lambda: BernoulliRBM(IMAGE, 8)), "image", density=True,
                       kwargs={"persistent": True, "persistent_chains": 10, "sampling_steps": 20,

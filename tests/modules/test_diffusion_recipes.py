@@ -20,7 +20,7 @@ def _g() -> torch.Generator:
 
 def test_the_ddpm_recipes_exist():
     names = {p.stem for p in (ROOT / "configs" / "ddpm").glob("*.yaml")}
-    assert names == {"toy_grid", "toy_ring", "mnist"}
+    assert names == {"toy_grid", "toy_ring", "mnist", "mnist_guided"}
 
 
 def _quick_toy(config: Path, root: Path) -> list[str]:
@@ -102,3 +102,38 @@ def test_mnist_recipe_fits_predicts_tests_and_loads(tmp_path, mnist_root, shrink
     for key in ("test/fid", "test/kid", "test/precision", "test/recall", "test/loss"):
         assert key in logged and torch.isfinite(logged[key]), key
     assert float(logged["test/fid"]) > 0 and 0.0 <= float(logged["test/precision"]) <= 1.0
+
+
+@pytest.mark.slow
+def test_mnist_guided_recipe_fits_predicts_digits_by_index_and_loads(tmp_path, mnist_root, shrink_recipe_metrics):
+    args = [
+        f"--config={shrink_recipe_metrics(ROOT / 'configs' / 'ddpm' / 'mnist_guided.yaml')}",
+        f"--trainer.default_root_dir={tmp_path}",
+        "--trainer.max_steps=2",
+        "--trainer.limit_val_batches=1",
+        "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
+        f"--trainer.logger.save_dir={tmp_path}",
+        f"--data.root={mnist_root}",
+        "--data.batch_size=8",
+        "--data.predict_size=10",
+        "--data.num_workers=0",
+        "--model.num_timesteps=50",
+        "--model.sampling_steps=5",
+        "--model.denoiser.init_args.base_channels=8",
+    ]
+    main(["fit", *args])
+    last = next(tmp_path.rglob("last.ckpt"))
+    assert torch.load(last, weights_only=True)["global_step"] == 2
+    assert sorted(tmp_path.rglob("samples_step*.png")), "the sample-grid callback wrote no PNG"
+
+    main(["predict", *args, f"--ckpt_path={last}", "--model.guidance_scale=3.0"])
+    samples = torch.load(next(tmp_path.rglob("samples.pt")), weights_only=True)
+    assert samples.shape == (10, 1, 28, 28) and samples.min() >= -1 and samples.max() <= 1
+
+    model = lightning_gen.load_model(last)
+    assert isinstance(model, lightning_gen.GuidedDDPM) and model.num_classes == 10
+    assert model.guidance_scale == 1.0 and model.label_dropout == 0.1 and model.denoiser_ema is not None
+    # predict drew sample i as digit i % 10 at the overriding scale: the same as sample() with those labels
+    expected = model.sample(10, generator=_g(), labels=torch.arange(10), guidance_scale=3.0)
+    assert expected.shape == samples.shape
+    torch.testing.assert_close(model.sample(10, generator=_g(), guidance_scale=3.0), expected, rtol=0, atol=0)

@@ -92,3 +92,55 @@ def test_mlp_denoiser_shapes_zero_start_and_time_dependence():
     assert out.shape == (2, 3) and not torch.allclose(out[0], out[1])
     with pytest.raises(ValueError, match="expects 3 values"):
         net(torch.randn(5, 2), torch.arange(5))
+
+
+# -- class-conditional nets (classifier-free guidance) ------------------------------------------------------------
+def _unet(num_classes=None) -> UNet:
+    torch.manual_seed(0)
+    net = UNet(1, 8, base_channels=8, channel_mults=(1, 2), num_classes=num_classes)
+    for m in net.modules():  # undo the zero init of the output and of each residual branch
+        if isinstance(m, torch.nn.Conv2d):
+            torch.nn.init.normal_(m.weight, std=0.2)
+    return net
+
+
+@pytest.mark.parametrize("make", [lambda k: _unet(k), lambda k: MLPDenoiser(4, (16,), 8, num_classes=k)],
+                         ids=["unet", "mlp"])
+def test_num_classes_adds_a_label_embedding_with_a_null_entry_and_nothing_else(make):
+    plain, conditional = make(None), make(3)
+    assert plain.num_classes == 0 and conditional.num_classes == 3
+    extra = set(conditional.state_dict()) - set(plain.state_dict())
+    assert extra == {"label_embedding.weight"} and set(plain.state_dict()) <= set(conditional.state_dict())
+    assert conditional.label_embedding.weight.shape[0] == 4  # 3 classes + the null label
+
+
+def test_unconditional_unet_is_unchanged_by_the_option():
+    torch.manual_seed(0)
+    net = UNet(1, 8, base_channels=8, channel_mults=(1, 2))
+    assert "label_embedding.weight" not in net.state_dict()
+    with pytest.raises(ValueError, match="unconditional"):
+        net(torch.randn(2, 1, 8, 8), torch.tensor([1, 2]), torch.tensor([0, 1]))
+
+
+@pytest.mark.parametrize("make", [lambda: _unet(3), lambda: MLPDenoiser(4, (16,), 8, num_classes=3)], ids=["unet", "mlp"])
+def test_conditional_net_depends_on_the_label_and_checks_it(make):
+    net = make()
+    for p in net.parameters():  # the MLP's output layer starts at zero too
+        if p.dim() > 1 and p.abs().sum() == 0:
+            torch.nn.init.normal_(p, std=0.2)
+    shape = (4, 1, 8, 8) if isinstance(net, UNet) else (4, 4)
+    x, t = torch.randn(1, *shape[1:]).expand(shape), torch.full((4,), 7)
+    out = net(x, t, torch.tensor([0, 1, 2, 3]))  # 3 is the null label
+    assert out.shape == shape
+    assert torch.cdist(out.flatten(1), out.flatten(1)).add(torch.eye(4)).min() > 1e-3  # every label its own output
+    torch.testing.assert_close(net(x, t, torch.tensor(2)), net(x, t, torch.full((4,), 2)))  # one label for all
+    with pytest.raises(ValueError, match="class-conditional"):
+        net(x, t)
+    with pytest.raises(ValueError, match=r"0\.\.3"):
+        net(x, t, torch.tensor([0, 1, 2, 4]))
+    with pytest.raises(ValueError, match="integer"):
+        net(x, t, torch.zeros(4))
+    with pytest.raises(ValueError, match="3 labels"):
+        net(x, t, torch.tensor([0, 1, 2]))
+    with pytest.raises(ValueError, match="num_classes"):
+        type(net)(num_classes=0)
