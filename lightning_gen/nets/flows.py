@@ -1,4 +1,5 @@
-"""RealNVP building blocks (Dinh et al. 2017): binary masks, affine coupling layers, and vector and image flows.
+"""RealNVP building blocks (Dinh et al. 2017): binary masks, affine coupling layers, and vector and image flows; the
+Glow layers (Kingma & Dhariwal 2018) ActNorm and the invertible 1x1 convolution.
 
 Every flow maps data to latent with ``forward(x) -> (z, log_det)``, where ``z`` has the data's shape and
 ``log_det`` is ``log |det dz/dx|`` per sample, shape ``(B,)``; ``inverse(z) -> x`` undoes it exactly (up to float
@@ -28,6 +29,9 @@ __all__ = [
     "unsqueeze2d",
     "AffineCoupling",
     "CouplingResNet",
+    "ActNorm",
+    "InvertibleConv1x1",
+    "FlowSequence",
     "VectorRealNVP",
     "ImageRealNVP",
 ]
@@ -166,6 +170,129 @@ class CouplingResNet(nn.Module):
         return self.head(h)
 
 
+# -- Glow layers (Kingma & Dhariwal 2018) -----------------------------------------------------------------------------
+def _per_sample_positions(x: Tensor) -> int:
+    """The number of positions each channel has in one sample: ``H * W`` for images, 1 for vectors."""
+    return math.prod(x.shape[2:])
+
+
+class ActNorm(nn.Module):
+    """Per-channel affine ``y = (x + bias) * exp(log_scale)`` (Glow, section 3.1), for ``(B, C)`` or ``(B, C, H, W)``.
+
+    Data-dependent initialization: the first forward in training mode sets ``bias`` and ``log_scale`` so that its batch
+    has zero mean and unit variance per channel, then sets the ``initialized`` buffer (saved in checkpoints, so a
+    resumed or loaded model is never re-initialized). Under ``torch.distributed`` the statistics are those of the
+    union of every rank's batch (an all-reduce), so all ranks start from the same parameters. Before that (eval mode,
+    or a flow that never trained) the layer is the identity.
+    """
+
+    def __init__(self, channels: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.log_scale = nn.Parameter(torch.zeros(channels))
+        self.eps = float(eps)
+        self.register_buffer("initialized", torch.tensor(False))
+
+    def _view(self, p: Tensor, x: Tensor) -> Tensor:
+        return p.view(1, -1, *([1] * (x.dim() - 2)))
+
+    @torch.no_grad()
+    def initialize(self, x: Tensor) -> None:
+        """Set ``bias`` and ``log_scale`` from ``x`` (all ranks' ``x`` under ``torch.distributed``); mark initialized."""
+        dims = [d for d in range(x.dim()) if d != 1]
+        xf = x.detach().to(torch.float64)
+        stats = torch.stack([xf.new_full((x.shape[1],), float(x.numel() // x.shape[1])), xf.sum(dims),
+                             (xf**2).sum(dims)])
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(stats)
+        count, total, squares = stats.to(torch.float64)
+        mean = total / count
+        std = (squares / count - mean**2).clamp_min(0).sqrt()
+        self.bias.copy_(-mean)
+        self.log_scale.copy_(-torch.log(std + self.eps))
+        self.initialized.fill_(True)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``(y, log|det dy/dx|)``, the log-determinant ``positions * sum(log_scale)`` per sample, ``(B,)``."""
+        if self.training and not bool(self.initialized):
+            self.initialize(x)
+        y = (x + self._view(self.bias, x)) * torch.exp(self._view(self.log_scale, x))
+        log_det = full_precision(self.log_scale).sum() * _per_sample_positions(x)
+        return y, log_det.expand(x.shape[0])
+
+    def inverse(self, y: Tensor) -> Tensor:
+        """``x = y * exp(-log_scale) - bias``."""
+        return y * torch.exp(-self._view(self.log_scale, y)) - self._view(self.bias, y)
+
+
+class InvertibleConv1x1(nn.Module):
+    """An invertible 1x1 convolution ``y = W x`` over channels (Glow, section 3.2) in the LU parametrization
+    ``W = P L (U + diag(sign * exp(log_s)))``: ``log|det W| = sum(log_s)``, exact and cheap.
+
+    ``P`` and ``sign`` are fixed buffers; ``W`` starts as a random rotation (from ``generator``, or the global RNG).
+    Works on ``(B, C)`` and ``(B, C, H, W)``; the log-determinant per sample is ``H * W * sum(log_s)``.
+    """
+
+    def __init__(self, channels: int, generator: Optional[torch.Generator] = None) -> None:
+        super().__init__()
+        if channels < 1:
+            raise ValueError(f"InvertibleConv1x1 needs at least 1 channel, got {channels}")
+        q = torch.linalg.qr(torch.randn(channels, channels, generator=generator, dtype=torch.float64))[0]
+        p, lower, upper = torch.linalg.lu(q)
+        diag = torch.diagonal(upper)
+        self.register_buffer("permutation", p.float())
+        self.register_buffer("sign", torch.sign(diag).float())
+        self.register_buffer("lower_mask", torch.tril(torch.ones(channels, channels), -1))
+        self.lower = nn.Parameter(lower.float())
+        self.upper = nn.Parameter(torch.triu(upper, 1).float())
+        self.log_s = nn.Parameter(torch.log(diag.abs()).float())
+
+    def weight(self) -> Tensor:
+        """The ``(C, C)`` matrix ``W``."""
+        eye = torch.eye(self.log_s.shape[0], dtype=self.lower.dtype, device=self.lower.device)
+        lower = self.lower * self.lower_mask + eye
+        upper = self.upper * self.lower_mask.T + torch.diag(self.sign * torch.exp(self.log_s))
+        return self.permutation @ lower @ upper
+
+    @staticmethod
+    def _mix(w: Tensor, x: Tensor) -> Tensor:
+        if x.dim() == 2:
+            return nn.functional.linear(x, w.to(x.dtype))
+        return nn.functional.conv2d(x, w.to(x.dtype).view(*w.shape, 1, 1))
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``(W x, log|det|)``, the log-determinant ``positions * sum(log_s)`` per sample, ``(B,)``."""
+        log_det = full_precision(self.log_s).sum() * _per_sample_positions(x)
+        return self._mix(self.weight(), x), log_det.expand(x.shape[0])
+
+    def inverse(self, y: Tensor) -> Tensor:
+        """``W^-1 y`` (the inverse computed in float64 from ``W``)."""
+        w_inv = torch.linalg.inv(self.weight().to(torch.float64))
+        return self._mix(w_inv, y)
+
+
+class FlowSequence(nn.Module):
+    """Invertible layers applied in order: ``forward`` sums their log-determinants, ``inverse`` undoes them in reverse."""
+
+    def __init__(self, *layers: nn.Module) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``(y, log|det dy/dx|)`` with the log-determinant per sample, ``(B,)``, summed in float32 at least."""
+        log_det = _log_det_accumulator(x)
+        for layer in self.layers:
+            x, ld = layer(x)
+            log_det = log_det + ld
+        return x, log_det
+
+    def inverse(self, y: Tensor) -> Tensor:
+        """Undo :meth:`forward`."""
+        for layer in reversed(self.layers):
+            y = layer.inverse(y)
+        return y
+
+
 # -- flows ------------------------------------------------------------------------------------------------------------
 class VectorRealNVP(nn.Module):
     """RealNVP for vectors ``(B, D)``: ``num_couplings`` MLP affine couplings with alternating half-split masks."""
@@ -206,13 +333,23 @@ class VectorRealNVP(nn.Module):
 
 
 class ImageRealNVP(nn.Module):
-    """Multi-scale RealNVP for images ``(B, C, H, W)`` (Dinh et al. 2017, section 3.6).
+    """Multi-scale RealNVP for images ``(B, C, H, W)`` (Dinh et al. 2017, section 3.6), optionally with Glow's layers.
 
-    Each of the first ``num_scales - 1`` scales applies 3 checkerboard couplings, a squeeze to ``(4C, H/2, W/2)``,
-    3 channel couplings, and factors out half of the channels (they go straight to the latent); the last scale
-    applies 4 checkerboard couplings. ``num_scales=1`` is the single-scale variant (4 checkerboard couplings on
-    the full image). H and W must be divisible by ``2 ** (num_scales - 1)``. The latent ``z`` has the image's
-    shape: the factored-out pieces and the last scale's output, flattened and concatenated in that order.
+    ``layout="realnvp"`` (the paper's): each of the first ``num_scales - 1`` scales applies 3 checkerboard couplings,
+    a squeeze to ``(4C, H/2, W/2)``, 3 channel couplings, and factors out half of the channels (they go straight to
+    the latent); the last scale applies 4 checkerboard couplings. ``num_scales=1`` is the single-scale variant (4
+    checkerboard couplings on the full image). H and W must be divisible by ``2 ** (num_scales - 1)``.
+
+    ``layout="glow"`` (Kingma & Dhariwal 2018, figure 2): every scale squeezes first, then applies
+    ``steps_per_scale`` channel couplings, and every scale but the last factors out half of the channels; H and W
+    must be divisible by ``2 ** num_scales``. It has no full-resolution couplings, so it is about 4 times cheaper
+    per coupling on the first scale.
+
+    ``actnorm=True`` puts an :class:`ActNorm` (data-dependent init on the first training batch) before every coupling;
+    ``permutation="conv1x1"`` an :class:`InvertibleConv1x1` before every channel coupling (after the ActNorm), which
+    mixes the channels so each coupling can condition on any of them. The defaults build the flow of earlier versions
+    (same parameters, so their checkpoints load). The latent ``z`` has the image's shape: the factored-out pieces and
+    the last scale's output, flattened and concatenated in that order.
     """
 
     def __init__(
@@ -223,38 +360,59 @@ class ImageRealNVP(nn.Module):
         hidden_channels: int = 64,
         num_blocks: int = 2,
         activation: str = "relu",
+        actnorm: bool = False,
+        permutation: str = "none",
+        layout: str = "realnvp",
+        steps_per_scale: int = 4,
     ) -> None:
         super().__init__()
         height, width = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
         if num_scales < 1:
             raise ValueError(f"num_scales must be >= 1, got {num_scales}")
-        factor = 2 ** (num_scales - 1)
+        if permutation not in ("none", "conv1x1"):
+            raise ValueError(f"permutation must be 'none' or 'conv1x1', got {permutation!r}")
+        if layout not in ("realnvp", "glow"):
+            raise ValueError(f"layout must be 'realnvp' or 'glow', got {layout!r}")
+        if layout == "glow" and steps_per_scale < 2:
+            raise ValueError(f"steps_per_scale must be >= 2 so that every channel is transformed, got {steps_per_scale}")
+        glow = layout == "glow"
+        halvings = num_scales if glow else num_scales - 1
+        factor = 2**halvings
         if height % factor or width % factor:
             raise ValueError(
-                f"ImageRealNVP with num_scales={num_scales} halves the image {num_scales - 1} times, so its height and "
-                f"width must be divisible by {factor}; got {height}x{width}. Use fewer scales or another image size."
+                f"ImageRealNVP with layout={layout!r} and num_scales={num_scales} halves the image {halvings} times, so "
+                f"its height and width must be divisible by {factor}; got {height}x{width}. Use fewer scales or "
+                f"another image size."
             )
         self.data_shape: tuple[int, ...] = (int(channels), int(height), int(width))
         self.num_scales = int(num_scales)
+        self.layout = layout
 
-        def coupling(mask: Tensor, c: int) -> AffineCoupling:
+        def step(mask: Tensor, c: int) -> nn.Module:
             spatial = mask.shape[0] == 1  # checkerboard: the net also sees the mask, to know which pixels it has
             net = CouplingResNet(c + int(spatial), 2 * c, hidden_channels, num_blocks, activation)
-            return AffineCoupling(mask, net, mask_as_input=spatial, channels=c)
+            coupling = AffineCoupling(mask, net, mask_as_input=spatial, channels=c)
+            layers = ([ActNorm(c)] if actnorm else []) + (
+                [InvertibleConv1x1(c)] if permutation == "conv1x1" and not spatial else [])
+            return FlowSequence(*layers, coupling) if layers else coupling
 
         c, h, w = self.data_shape
         self.scales = nn.ModuleList()
+        self._squeezes: list[bool] = []
         self._piece_shapes: list[tuple[int, int, int]] = []  # shapes of the latent pieces, in output order
         for s in range(self.num_scales):
             last = s == self.num_scales - 1
-            n_checker = 4 if last else 3
-            checker = nn.ModuleList(coupling(checkerboard_mask(h, w, parity=i), c) for i in range(n_checker))
+            n_checker = 0 if glow else (4 if last else 3)
+            checker = nn.ModuleList(step(checkerboard_mask(h, w, parity=i), c) for i in range(n_checker))
             chan = nn.ModuleList()
-            if not last:
+            squeeze = glow or not last
+            if squeeze:
                 c, h, w = 4 * c, h // 2, w // 2
-                chan = nn.ModuleList(coupling(channel_mask(c, parity=i), c) for i in range(3))
+                chan = nn.ModuleList(step(channel_mask(c, parity=i), c) for i in range(steps_per_scale if glow else 3))
+            if not last:
                 self._piece_shapes.append((c - c // 2, h, w))  # ceil half factored out
                 c = c // 2
+            self._squeezes.append(squeeze)
             self.scales.append(nn.ModuleDict({"checkerboard": checker, "channel": chan}))
         self._piece_shapes.append((c, h, w))
 
@@ -267,11 +425,12 @@ class ImageRealNVP(nn.Module):
             for coupling in scale["checkerboard"]:
                 h, ld = coupling(h)
                 log_det = log_det + ld
-            if s < self.num_scales - 1:
+            if self._squeezes[s]:
                 h = squeeze2d(h)
-                for coupling in scale["channel"]:
-                    h, ld = coupling(h)
-                    log_det = log_det + ld
+            for coupling in scale["channel"]:
+                h, ld = coupling(h)
+                log_det = log_det + ld
+            if s < self.num_scales - 1:
                 out = h.shape[1] - h.shape[1] // 2
                 pieces.append(h[:, :out])
                 h = h[:, out:]
@@ -289,8 +448,9 @@ class ImageRealNVP(nn.Module):
             scale = self.scales[s]
             if s < self.num_scales - 1:
                 h = torch.cat([pieces[s], h], dim=1)
-                for coupling in reversed(scale["channel"]):
-                    h = coupling.inverse(h)
+            for coupling in reversed(scale["channel"]):
+                h = coupling.inverse(h)
+            if self._squeezes[s]:
                 h = unsqueeze2d(h)
             for coupling in reversed(scale["checkerboard"]):
                 h = coupling.inverse(h)

@@ -1,4 +1,5 @@
-"""Tests of lightning_gen/nets/flows.py: masks, squeeze, and RealNVP's exact log-determinant and inverse."""
+"""Tests of lightning_gen/nets/flows.py: masks, squeeze, RealNVP's exact log-determinant and inverse, and the Glow
+layers (ActNorm, invertible 1x1 convolution)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,11 @@ import pytest
 import torch
 
 from lightning_gen.nets.flows import (
+    ActNorm,
     AffineCoupling,
     CouplingResNet,
     ImageRealNVP,
+    InvertibleConv1x1,
     VectorRealNVP,
     channel_mask,
     checkerboard_mask,
@@ -130,3 +133,99 @@ def test_image_flow_rejects_sizes_it_cannot_halve():
     with pytest.raises(ValueError, match="divisible by 4"):
         ImageRealNVP(1, 14, num_scales=3)
     assert ImageRealNVP(1, 28, num_scales=3, hidden_channels=4, num_blocks=1).data_shape == (1, 28, 28)
+
+
+# -- Glow layers ------------------------------------------------------------------------------------------------------
+def test_actnorm_initializes_on_the_first_training_batch_only_and_is_exactly_invertible():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(16, 3, 4, 5, generator=g, dtype=torch.float64) * torch.tensor([0.1, 2.0, 7.0]).view(1, 3, 1, 1)
+    x = x + torch.tensor([5.0, -1.0, 0.3], dtype=torch.float64).view(1, 3, 1, 1)
+    layer = ActNorm(3).double()
+    layer.eval()
+    y, log_det = layer(x)  # eval mode never initializes: the identity
+    assert torch.equal(y, x) and torch.equal(log_det, torch.zeros(16, dtype=torch.float64))
+    assert not layer.initialized
+    layer.train()
+    y, log_det = layer(x)
+    assert layer.initialized
+    torch.testing.assert_close(y.mean((0, 2, 3)), torch.zeros(3, dtype=torch.float64), rtol=0, atol=1e-12)
+    torch.testing.assert_close(y.var((0, 2, 3), unbiased=False), torch.ones(3, dtype=torch.float64),
+                               rtol=5e-5, atol=0)  # scale 1 / (std + 1e-6): variance 1 - 2e-5 for std 0.1
+    expected = -torch.log(x.std((0, 2, 3), unbiased=False) + 1e-6).sum() * 20  # 20 positions per channel
+    torch.testing.assert_close(log_det, expected.expand(16), rtol=1e-10, atol=0)
+    torch.testing.assert_close(log_det, autograd_log_det(layer, x[:2]).repeat(8), rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(layer.inverse(y), x, rtol=0, atol=1e-12)
+    before = {k: v.clone() for k, v in layer.state_dict().items()}
+    layer(3 * x + 1)  # a later batch in training mode leaves the parameters alone
+    for k, v in layer.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    vectors = ActNorm(2)  # (B, C) input: one position per channel
+    v, ld = vectors(torch.tensor([[1.0, 10.0], [3.0, 30.0]]))
+    torch.testing.assert_close(v, torch.tensor([[-1.0, -1.0], [1.0, 1.0]]), rtol=0, atol=1e-5)
+    torch.testing.assert_close(ld, -torch.log(torch.tensor([1.0, 10.0])).sum().expand(2), rtol=1e-5, atol=1e-5)
+
+
+def test_actnorm_init_survives_a_state_dict_round_trip(tmp_path):
+    flow = ImageRealNVP(1, 4, num_scales=1, hidden_channels=4, num_blocks=1, actnorm=True, permutation="conv1x1",
+                        layout="glow", steps_per_scale=2)
+    x = 3 * torch.randn(8, 1, 4, 4, generator=torch.Generator().manual_seed(1)) + 2
+    z, log_det = flow(x)  # initializes every ActNorm
+    torch.save(flow.state_dict(), tmp_path / "flow.pt")
+    fresh = ImageRealNVP(1, 4, num_scales=1, hidden_channels=4, num_blocks=1, actnorm=True, permutation="conv1x1",
+                         layout="glow", steps_per_scale=2)
+    fresh.load_state_dict(torch.load(tmp_path / "flow.pt", weights_only=True))
+    actnorms = [m for m in fresh.modules() if isinstance(m, ActNorm)]
+    assert len(actnorms) == 2 and all(bool(m.initialized) for m in actnorms)
+    z2, log_det2 = fresh(x - 5)  # training mode, another batch: no re-initialization, the same map as before
+    torch.testing.assert_close(z2, flow(x - 5)[0], rtol=0, atol=0)
+    torch.testing.assert_close(log_det2, log_det, rtol=0, atol=0)  # both layers' log-dets are data-independent
+    assert abs(float(log_det[0].detach())) > 1.0  # the init scaled the data (std 3): not the identity
+
+
+@pytest.mark.parametrize("shape", [(5, 3), (2, 3, 2, 3)])
+def test_invertible_conv1x1_log_det_is_exact_and_its_inverse_recovers_the_input(shape):
+    layer = perturb_(InvertibleConv1x1(3, generator=torch.Generator().manual_seed(0)).double(), 0.3, seed=2)
+    w = layer.weight()
+    torch.testing.assert_close(torch.linalg.slogdet(w)[1], layer.log_s.sum(), rtol=1e-12, atol=1e-12)
+    assert abs(float(layer.log_s.sum())) > 0.05  # perturbed away from the rotation it starts as
+    x = torch.randn(*shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    y, log_det = layer(x)
+    positions = 1 if len(shape) == 2 else shape[2] * shape[3]
+    torch.testing.assert_close(y, torch.einsum("ij,bj...->bi...", w, x), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(log_det, autograd_log_det(layer, x), rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(log_det, (positions * torch.linalg.slogdet(w)[1]).expand(shape[0]), rtol=1e-10,
+                               atol=1e-10)
+    torch.testing.assert_close(layer.inverse(y), x, rtol=0, atol=1e-12)
+    start = InvertibleConv1x1(4, generator=torch.Generator().manual_seed(3)).weight()  # a rotation: orthogonal
+    torch.testing.assert_close(start @ start.T, torch.eye(4), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("layout,permutation,num_scales,channels,size", [
+    ("realnvp", "conv1x1", 2, 1, 4), ("glow", "conv1x1", 2, 1, 4), ("glow", "none", 1, 2, (2, 4)),
+])
+def test_glow_options_keep_the_log_det_exact_and_the_flow_invertible(layout, permutation, num_scales, channels, size):
+    flow = ImageRealNVP(channels, size, num_scales=num_scales, hidden_channels=6, num_blocks=1, actnorm=True,
+                        permutation=permutation, layout=layout, steps_per_scale=3).double()
+    x = torch.randn(4, *flow.data_shape, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    flow(3 * x + 1)  # ActNorm's init
+    flow = perturb_(flow, 0.1, seed=num_scales).eval()
+    z, log_det = flow(x[:2])
+    assert z.shape == x[:2].shape and log_det.abs().min() > 1e-3
+    torch.testing.assert_close(log_det, autograd_log_det(flow, x[:2]), rtol=1e-8, atol=1e-8)
+    torch.testing.assert_close(flow.inverse(z), x[:2], rtol=0, atol=1e-10)
+    kinds = {type(m).__name__ for m in flow.modules()}
+    assert "ActNorm" in kinds and ("InvertibleConv1x1" in kinds) == (permutation == "conv1x1")
+
+
+def test_default_image_flow_keeps_the_parameters_of_earlier_versions_and_options_are_checked():
+    flow = ImageRealNVP(1, 8, num_scales=2, hidden_channels=4, num_blocks=1)
+    names = set(flow.state_dict())
+    assert "scales.0.checkerboard.0.net.stem.weight" in names and "scales.0.channel.2.scale" in names
+    assert "scales.1.checkerboard.3.mask" in names and len([n for n in names if n.endswith(".scale")]) == 10
+    assert not any(isinstance(m, (ActNorm, InvertibleConv1x1)) for m in flow.modules())
+    with pytest.raises(ValueError, match="permutation"):
+        ImageRealNVP(1, 8, permutation="reverse")
+    with pytest.raises(ValueError, match="layout"):
+        ImageRealNVP(1, 8, layout="nice")
+    with pytest.raises(ValueError, match="divisible by 8"):
+        ImageRealNVP(1, 28, num_scales=3, layout="glow")
