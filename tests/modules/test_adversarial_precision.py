@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import copy
 import csv
-import os
-import subprocess
-import sys
 from functools import partial
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
+from conftest import run_script
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.precision import MixedPrecision
@@ -372,11 +370,7 @@ def test_exact_resume_under_fp16_restores_each_players_scaler(tmp_path):
 # -- DDP ----------------------------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_ddp_two_cpu_processes_under_bf16_keep_ranks_identical(tmp_path):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "disabled"}
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "scripts" / "ddp_gan.py"), str(tmp_path), "bf16-mixed"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
-    )
+    proc = run_script(ROOT / "tests" / "scripts" / "ddp_gan.py", str(tmp_path), "bf16-mixed", cwd=tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     init = torch.load(tmp_path / "init.pt", weights_only=True)

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from functools import partial
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
+from conftest import run_script
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from lightning_gen import GAN
@@ -237,11 +235,7 @@ def test_resume_from_mid_run_checkpoint_continues_exactly(tmp_path):
 
 @pytest.mark.slow
 def test_ddp_two_cpu_processes_without_find_unused(tmp_path):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "disabled"}
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "scripts" / "ddp_gan.py"), str(tmp_path)],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
-    )
+    proc = run_script(ROOT / "tests" / "scripts" / "ddp_gan.py", str(tmp_path), cwd=tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     init = torch.load(tmp_path / "init.pt", weights_only=True)

@@ -4,15 +4,13 @@ term falling from log k on the toy ring, the recipe through `lightning-gen`, and
 from __future__ import annotations
 
 import math
-import os
-import subprocess
-import sys
 from functools import partial
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
+from conftest import run_script
 
 from lightning_gen import InfoGAN
 from lightning_gen.callbacks import CodeGridCallback, CodeMetricsCallback
@@ -186,9 +184,7 @@ def test_code_grid_rows_are_categories_and_columns_sweep_one_continuous_code():
 
 @pytest.mark.slow
 def test_ddp_two_cpu_processes_keep_identical_parameters(tmp_path):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "disabled"}
-    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "scripts" / "ddp_infogan.py"), str(tmp_path)],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    proc = run_script(ROOT / "tests" / "scripts" / "ddp_infogan.py", str(tmp_path), cwd=tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     init = torch.load(tmp_path / "init.pt", weights_only=True)

@@ -4,13 +4,13 @@ Run as a script (DDP re-launches the script for rank 1): ``python tests/scripts/
 (``PRECISION``: a Trainer precision such as ``bf16-mixed``; default 32).
 """
 
-import os
-import sys
 from functools import partial
 from pathlib import Path
 
 import lightning as L
 import torch
+
+from ddp_common import SaveFinalState, ddp_trainer, run, save_initial_state
 
 from lightning_gen import GAN
 from lightning_gen.callbacks import ToyMetricsCallback
@@ -18,25 +18,17 @@ from lightning_gen.data import ToyGaussiansDataModule
 from lightning_gen.nets import MLPDiscriminator, MLPGenerator
 
 
-class SaveParameters(L.Callback):
-    def __init__(self, out: Path) -> None:
-        self.out = out
-
+class SaveParameters(SaveFinalState):
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: GAN, batch, batch_idx: int) -> None:
         if batch_idx == 0:
             self.first_noise = pl_module.noise(4).cpu()
 
-    def on_train_end(self, trainer: L.Trainer, pl_module: GAN) -> None:
-        info = {
-            "state_dict": {k: v.detach().cpu().clone() for k, v in pl_module.state_dict().items()},
-            "global_step": trainer.global_step,
-            "critic_steps": pl_module.critic_steps,
-            "world_size": trainer.world_size,
+    def extra(self, trainer: L.Trainer, pl_module: GAN) -> dict:
+        return {
             "find_unused_parameters": trainer.strategy._ddp_kwargs.get("find_unused_parameters", False),
             "strategy": type(trainer.strategy).__name__,
             "first_noise": self.first_noise,
         }
-        torch.save(info, self.out / f"rank{trainer.global_rank}.pt")
 
 
 def main(out: Path, precision: str = "32-true") -> None:
@@ -53,25 +45,12 @@ def main(out: Path, precision: str = "32-true") -> None:
         generator_optimizer=partial(torch.optim.Adam, lr=1e-3, betas=(0.0, 0.9)),
         discriminator_optimizer=partial(torch.optim.Adam, lr=1e-3, betas=(0.0, 0.9)),
     )
-    if os.environ.get("LOCAL_RANK", "0") == "0":
-        torch.save({k: v.clone() for k, v in model.state_dict().items()}, out / "init.pt")
+    save_initial_state(model, out)
     data = ToyGaussiansDataModule(mixture="ring", train_size=1024, val_size=256, batch_size=64)
     metrics = ToyMetricsCallback(num_samples=2501)  # odd: the ranks' shares differ
-    trainer = L.Trainer(
-        accelerator="cpu",
-        devices=2,
-        strategy="ddp",
-        precision=precision,
-        max_steps=12,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=2,
+    trainer = ddp_trainer(
+        out, [SaveParameters(out, "critic_steps"), metrics], precision=precision, max_steps=12, limit_val_batches=2,
         check_val_every_n_epoch=1000,  # no validation while fitting; trainer.validate below
-        num_sanity_val_steps=0,
-        callbacks=[SaveParameters(out), metrics],
-        default_root_dir=str(out),
     )
     trainer.fit(model, data)
     (result,) = trainer.validate(model, data)
@@ -79,7 +58,4 @@ def main(out: Path, precision: str = "32-true") -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), *sys.argv[2:3])
-    # gloo's worker threads can abort the interpreter's exit (SIGABRT) unless the group is destroyed first
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+    run(main)
