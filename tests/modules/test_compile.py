@@ -11,8 +11,6 @@ kernels may round differently; measured: identical on these toy nets).
 from __future__ import annotations
 
 import logging
-import os
-import subprocess
 import sys
 from contextlib import contextmanager
 from functools import partial
@@ -22,6 +20,7 @@ from typing import Any, Callable, Iterator
 import lightning as L
 import pytest
 import torch
+from conftest import run_script
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -348,9 +347,7 @@ def test_ddp_two_cpu_processes(tmp_path):
     """Under ``strategy="ddp"`` (tests/scripts/ddp_compile.py) compiled nets train as eager ones on every rank and
     compile only in the first batches."""
     script = ROOT / "tests" / "scripts" / "ddp_compile.py"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "disabled"}
-    proc = subprocess.run([sys.executable, str(script), str(tmp_path)], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=300)
+    proc = run_script(script, str(tmp_path), cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     for info in ranks:

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import torch
+from conftest import run_script
 
 
 def test_ddp_two_cpu_processes_pool_the_code_statistics_and_keep_ranks_identical(tmp_path):
     # each rank sees half the data; the fitted code Gaussian must be that of all codes, the same on both ranks
     script = Path(__file__).resolve().parents[1] / "scripts" / "ddp_likelihood.py"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "disabled"}
-    proc = subprocess.run([sys.executable, str(script), str(tmp_path)], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=300)
+    proc = run_script(script, str(tmp_path), cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     sys.path.insert(0, str(script.parent))

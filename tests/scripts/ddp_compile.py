@@ -5,7 +5,6 @@ TorchDynamo counts after every training batch.
 Run as a script (DDP re-launches the script for rank 1): ``python tests/scripts/ddp_compile.py OUT_DIR``.
 """
 
-import sys
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,8 @@ from typing import Any
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, TensorDataset
+
+from ddp_common import ddp_trainer, run
 
 from lightning_gen import VAE, WGANGP
 from lightning_gen.modules.compile import compile_counts, is_compiled
@@ -54,9 +55,7 @@ def main(out: Path) -> None:
         for name, model in models(option).items():
             L.seed_everything(5, verbose=False)
             counter = CountCompiles()
-            trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp", max_steps=4, logger=False,
-                                enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                                limit_val_batches=0, callbacks=[counter], default_root_dir=str(out))
+            trainer = ddp_trainer(out, [counter], max_steps=4)
             # 64 points per rank, 16 a batch: 4 batches per epoch (the GAN's 4 generator steps take 2 epochs)
             trainer.fit(model, DataLoader(TensorDataset(data()), batch_size=16, shuffle=True))
             info[f"{mode}/{name}"] = {
@@ -68,7 +67,4 @@ def main(out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
-    # gloo's worker threads can abort the interpreter's exit (SIGABRT) unless the group is destroyed first
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+    run(main)

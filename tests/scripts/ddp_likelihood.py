@@ -5,13 +5,14 @@ final weights, and whether a NaN loss on one rank alone stopped both ranks.
 Run as a script (DDP re-launches the script for rank 1): ``python tests/scripts/ddp_likelihood.py OUT_DIR``.
 """
 
-import sys
 from functools import partial
 from pathlib import Path
 
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, TensorDataset
+
+from ddp_common import ddp_trainer, run
 
 from lightning_gen import DDPM, VAE, Autoencoder, RealNVP
 from lightning_gen.nets import MLPDecoder, MLPDenoiser, MLPEncoder, VectorRealNVP
@@ -31,9 +32,7 @@ def autoencoder() -> Autoencoder:
 
 
 def trainer(out: Path) -> L.Trainer:
-    return L.Trainer(accelerator="cpu", devices=2, strategy="ddp", max_epochs=2, logger=False,
-                     enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                     default_root_dir=str(out))
+    return ddp_trainer(out, max_epochs=2)
 
 
 def main(out: Path) -> None:
@@ -65,7 +64,4 @@ def main(out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
-    # gloo's worker threads can abort the interpreter's exit (SIGABRT) unless the group is destroyed first
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+    run(main)
