@@ -1,0 +1,45 @@
+"""Fit a ScoreModel with an EMA net by DSM and by SSM with `strategy="ddp"` on 2 CPU processes; each rank saves its
+initial and final weights and the number of optimizer steps.
+
+Run as a script (DDP re-launches the script for rank 1): ``python tests/scripts/ddp_score.py OUT_DIR``.
+"""
+
+import sys
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from lightning_gen import ScoreModel
+from lightning_gen.nets import MLPDenoiser
+
+
+def data() -> torch.Tensor:
+    """96 correlated 2-D points, the same on every rank."""
+    g = torch.Generator().manual_seed(3)
+    return torch.randn(96, 2, generator=g) @ torch.tensor([[1.0, 0.5], [0.0, 0.4]])
+
+
+def main(out: Path) -> None:
+    torch.set_num_threads(1)
+    info = {}
+    for objective in ("dsm", "ssm"):
+        L.seed_everything(5)
+        model = ScoreModel(MLPDenoiser(2, (16,), 8), sigma_max=2.0, num_levels=4, objective=objective,
+                           ema_decay=0.9, steps_per_level=2)
+        info[f"{objective}_init"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp", max_epochs=2, logger=False,
+                            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                            limit_val_batches=0, num_sanity_val_steps=0, default_root_dir=str(out))
+        trainer.fit(model, DataLoader(TensorDataset(data()), batch_size=16, shuffle=True))
+        info[objective] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        info[f"{objective}_steps"] = trainer.global_step
+    torch.save(info, out / f"rank{trainer.global_rank}.pt")
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))
+    # gloo's worker threads can abort the interpreter's exit (SIGABRT) unless the group is destroyed first
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
