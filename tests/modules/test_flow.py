@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import math
+import sys
+from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
+from conftest import run_script
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_gen.data.toy import make_mixture
 from lightning_gen.modules.flow import RealNVP
-from lightning_gen.nets.flows import ImageRealNVP, VectorRealNVP
+from lightning_gen.nets.flows import ImageRealNVP, VectorRealNVP, squeeze2d
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def linear_vector_flow(dim: int, seed: int) -> VectorRealNVP:
@@ -161,3 +166,23 @@ def test_toy_ring_nll_approaches_the_entropy_floor():
     with torch.no_grad():
         nll = float(-model.log_prob(held_out).mean())
     assert floor - 0.05 <= nll <= floor + TOY_TOLERANCE, (nll, floor)
+
+
+def test_actnorm_init_under_ddp_uses_every_ranks_batch_and_is_the_same_on_both_ranks(tmp_path):
+    # rank 0's half of the data has mean ~3 and std ~5, rank 1's mean ~0 and std ~1: a per-rank init would differ
+    proc = run_script(ROOT / "tests" / "scripts" / "ddp_actnorm.py", str(tmp_path), cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True)["state_dict"] for r in (0, 1)]
+    for name, value in ranks[0].items():
+        torch.testing.assert_close(value, ranks[1][name], rtol=0, atol=0, msg=f"{name} differs between ranks")
+    sys.path.insert(0, str(ROOT / "tests" / "scripts"))
+    from ddp_actnorm import data
+
+    first = squeeze2d(data())  # what the first ActNorm sees: the squeezed images, (8, 4, 2, 2)
+    mean, std = first.mean((0, 2, 3)), first.std((0, 2, 3), unbiased=False)
+    prefix = "flow.scales.0.channel.0.layers.0."
+    assert bool(ranks[0][prefix + "initialized"])
+    torch.testing.assert_close(ranks[0][prefix + "bias"], -mean, rtol=0, atol=1e-5)
+    torch.testing.assert_close(ranks[0][prefix + "log_scale"], -torch.log(std), rtol=0, atol=1e-5)
+    own = squeeze2d(data()[1::2]).std((0, 2, 3), unbiased=False)  # rank 1's batch alone: a clearly different init
+    assert (torch.log(own) - torch.log(std)).abs().min() > 0.5

@@ -229,3 +229,4 @@ def test_default_image_flow_keeps_the_parameters_of_earlier_versions_and_options
         ImageRealNVP(1, 8, layout="nice")
     with pytest.raises(ValueError, match="divisible by 8"):
         ImageRealNVP(1, 28, num_scales=3, layout="glow")
+
