@@ -3,14 +3,13 @@ cache, the auto-trained classifier extractor, and DDP (2 CPU processes give the 
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
+from conftest import run_script
 
 from lightning_gen.callbacks import GenerativeMetricsCallback
 from lightning_gen.metrics import (
@@ -180,9 +179,7 @@ def test_arguments_and_missing_logits_are_explained(tmp_path):
 
 @pytest.mark.slow
 def test_ddp_two_cpu_processes_log_the_single_process_values(tmp_path):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "disabled"}
-    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "scripts" / "ddp_metrics.py"), str(tmp_path)],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    proc = run_script(ROOT / "tests" / "scripts" / "ddp_metrics.py", str(tmp_path), cwd=tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     assert ranks[0]["world_size"] == 2

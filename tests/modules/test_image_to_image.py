@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from functools import partial
 from pathlib import Path
@@ -313,9 +312,9 @@ def _ddp_main(out: Path) -> None:
 
 @pytest.mark.slow
 def test_cyclegan_ddp_two_cpu_processes_without_find_unused(tmp_path):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), str(tmp_path)], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=300)
+    from conftest import run_script  # here, not at the top: this file is also the DDP script (tests/ not on its path)
+
+    proc = run_script(Path(__file__).resolve(), str(tmp_path), cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     init = torch.load(tmp_path / "init.pt", weights_only=True)

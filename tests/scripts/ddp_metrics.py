@@ -13,6 +13,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from ddp_common import run  # noqa: E402
 from metrics_fakes import BlobImages, BlobSampler  # noqa: E402
 
 from lightning_gen.callbacks import GenerativeMetricsCallback  # noqa: E402
@@ -80,7 +81,4 @@ def main(out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
-    # gloo's worker threads can abort the interpreter's exit (SIGABRT) unless the group is destroyed first
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+    run(main)
