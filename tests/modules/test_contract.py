@@ -143,6 +143,10 @@ CASES: dict[str, Case] = {
                               _one("denoiser", lambda: UNet(1, 16, base_channels=8, channel_mults=(1, 2), num_classes=3)),
                               "image", kwargs={"schedule": "cosine", "num_timesteps": 10, "clip_denoised": True,
                                                "ema_decay": 0.99, "guidance_scale": 1.0}),
+    # annealed Langevin dynamics: 3 levels x 2 steps; images clamped to [-1, 1]
+    "score/image": Case(lightning_gen.ScoreModel, _one("net", lambda: UNet(1, 16, base_channels=8, channel_mults=(1, 2))),
+                        "image", kwargs={"sigma_max": 1.0, "num_levels": 3, "steps_per_level": 2,
+                                         "clip_denoised": True, "ema_decay": 0.99}),
     # PCD (persistent chains are module state); short Gibbs chains and a small AIS keep it fast
     "rbm/image": Case(lightning_gen.RBM, _one("rbm", lambda: BernoulliRBM(IMAGE, 8)), "image", density=True,
                       kwargs={"persistent": True, "persistent_chains": 10, "sampling_steps": 20,
