@@ -221,7 +221,8 @@ def test_tabular_recipe_fits_and_predicts_in_data_units_from_the_checkpoint_alon
     """Fit the recipe (small flow, 250 steps) on 4,000 demo events; the checkpoint holds the train statistics;
     ``predict`` (with the table deleted) writes samples in data units: per-column means within 0.25 data stds of the
     data's (standardised units would be > 3 stds off for the pTs) and the pT1-pT2 correlation learned (data 0.85;
-    an untrained flow's independent columns give 0)."""
+    an untrained flow's independent columns give 0). A resumed fit on a changed table keeps the checkpoint's
+    statistics."""
     events = runpy.run_path(str(ROOT / "examples" / "make_events.py"))
     table_path = events["main"]([f"--out={tmp_path / 'events.csv'}", "--num=4000", "--seed=3"])
     args = [f"--config={ROOT / 'configs/realnvp/tabular.yaml'}", f"--data.path={table_path}",
@@ -248,3 +249,8 @@ def test_tabular_recipe_fits_and_predicts_in_data_units_from_the_checkpoint_alon
     cli_main(["predict", *args, f"--ckpt_path={last}", "--num_samples=200"])
     again = torch.load(tmp_path / "samples.pt", weights_only=True).double()
     assert again.shape == (200, 6) and ((again.mean(0) - data.mean(0)) / data.std(0)).abs().max() < 0.5
+    # a resumed fit keeps training in the checkpoint's units, even on a table whose statistics changed
+    events["main"]([f"--out={table_path}", "--num=1000", "--seed=4", "--mass=200"])
+    cli_main(["fit", *args, "--trainer.max_steps=260", f"--ckpt_path={last}"])
+    resumed = torch.load(last, weights_only=True)
+    assert resumed["global_step"] == 260 and resumed["TabularDataModule"]["mean"] == state["mean"]
