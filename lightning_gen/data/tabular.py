@@ -240,7 +240,8 @@ class TabularDataModule(L.LightningDataModule):
                     )
                 close = difflib.get_close_matches(column, names, n=1)
                 hint = f" Did you mean {close[0]!r}?" if close else ""
-                raise ValueError(f"{self.path} has no column {column!r}.{hint} Its header: {names}.")
+                raise ValueError(f"{self.path} has no column {column!r}.{hint} Its header: {names}. Set `columns` "
+                                 f"(e.g. --data.columns '[{names[0]}, ...]', or null for every column).")
             else:
                 index = int(column)
                 if not -width <= index < width:
