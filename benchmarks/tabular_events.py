@@ -31,6 +31,7 @@ CONFIG = ROOT / "configs" / "realnvp" / "tabular.yaml"
 
 
 def main() -> None:
+    """Make the events, fit, test, predict and print the comparison."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=12000)
     parser.add_argument("--events", type=int, default=100_000)

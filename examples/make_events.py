@@ -81,6 +81,7 @@ def default_path() -> Path:
 
 
 def main(argv: list[str] | None = None) -> Path:
+    """Write the table the command line asks for and return its path."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--num", type=int, default=100_000, help="number of events (rows)")
     parser.add_argument("--out", default=None,
