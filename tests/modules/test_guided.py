@@ -114,6 +114,9 @@ def test_the_null_label_reaches_the_net_only_as_guidance_asks():
     net.seen.clear()
     model.sample(3, labels=1, guidance_scale=-1.0)  # unconditional samples, on request
     assert all(torch.equal(y, torch.full((3,), 2)) for y in net.seen)
+    net.seen.clear()
+    model.predict_step((torch.arange(4), torch.tensor([1, 1, 0, 1])), 0)  # predict: the (indices, labels) batch's
+    assert all(torch.equal(y, torch.tensor([1, 1, 0, 1])) for y in net.seen)
     for bad, match in ((2, r"0\.\.1"), (-1, r"0\.\.1"), ([0, 1], "2 labels for 3"), (torch.tensor([0.5]), "integer")):
         with pytest.raises(ValueError, match=match):
             model.sample(3, labels=bad)
