@@ -171,6 +171,11 @@ class CouplingResNet(nn.Module):
 
 
 # -- Glow layers (Kingma & Dhariwal 2018) -----------------------------------------------------------------------------
+def _wide_dtype(device: torch.device) -> torch.dtype:
+    """float64 for exact statistics and inverses, except on MPS, which has no float64 (float32 there)."""
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
 def _per_sample_positions(x: Tensor) -> int:
     """The number of positions each channel has in one sample: ``H * W`` for images, 1 for vectors."""
     return math.prod(x.shape[2:])
@@ -200,12 +205,12 @@ class ActNorm(nn.Module):
     def initialize(self, x: Tensor) -> None:
         """Set ``bias`` and ``log_scale`` from ``x`` (all ranks' ``x`` under ``torch.distributed``); mark initialized."""
         dims = [d for d in range(x.dim()) if d != 1]
-        xf = x.detach().to(torch.float64)
+        xf = x.detach().to(_wide_dtype(x.device))
         stats = torch.stack([xf.new_full((x.shape[1],), float(x.numel() // x.shape[1])), xf.sum(dims),
                              (xf**2).sum(dims)])
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.all_reduce(stats)
-        count, total, squares = stats.to(torch.float64)
+        count, total, squares = stats
         mean = total / count
         std = (squares / count - mean**2).clamp_min(0).sqrt()
         self.bias.copy_(-mean)
@@ -266,8 +271,8 @@ class InvertibleConv1x1(nn.Module):
         return self._mix(self.weight(), x), log_det.expand(x.shape[0])
 
     def inverse(self, y: Tensor) -> Tensor:
-        """``W^-1 y`` (the inverse computed in float64 from ``W``)."""
-        w_inv = torch.linalg.inv(self.weight().to(torch.float64))
+        """``W^-1 y`` (the inverse computed in float64 from ``W``, float32 on MPS)."""
+        w_inv = torch.linalg.inv(self.weight().to(_wide_dtype(y.device)))
         return self._mix(w_inv, y)
 
 
