@@ -4,12 +4,12 @@ training labels replaced by the null label per step, and samples drawn from a se
 Run as a script (DDP re-launches the script for rank 1): ``python tests/scripts/ddp_guided.py OUT_DIR``.
 """
 
-import os
-import sys
+from functools import partial
 from pathlib import Path
 
 import lightning as L
 import torch
+from ddp_common import ddp_trainer, run, save_initial_state, state_copy
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_gen import GuidedDDPM
@@ -38,23 +38,17 @@ def main(out: Path) -> None:
     L.seed_everything(7)
     net = RecordingDenoiser(2, (16, 16), 8, num_classes=3)
     net.dropped = []
-    model = GuidedDDPM(net, num_timesteps=50, label_dropout=0.1, guidance_scale=2.0, ema_decay=0.9)
-    if os.environ.get("LOCAL_RANK", "0") == "0":
-        torch.save({k: v.clone() for k, v in model.state_dict().items()}, out / "init.pt")
-    trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp", max_steps=6, logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        limit_val_batches=0, num_sanity_val_steps=0, default_root_dir=str(out))
-    optimizer = torch.optim.Adam  # a larger step than the default, so six steps move every weight visibly
-    model._optimizer_factory = lambda params: optimizer(params, lr=1e-2)
+    # a larger step than the default, so six steps move every weight visibly
+    model = GuidedDDPM(net, num_timesteps=50, label_dropout=0.1, guidance_scale=2.0, ema_decay=0.9,
+                       optimizer=partial(torch.optim.Adam, lr=1e-2))
+    save_initial_state(model, out)
+    trainer = ddp_trainer(out, max_steps=6)
     trainer.fit(model, DataLoader(data(), batch_size=16, shuffle=True))
-    info = {"state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()},
+    info = {"state_dict": state_copy(model),
             "global_step": trainer.global_step, "dropped": torch.cat(net.dropped),
             "samples": model.sample(8, generator=torch.Generator().manual_seed(0))}
     torch.save(info, out / f"rank{trainer.global_rank}.pt")
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
-    # gloo's worker threads can abort the interpreter's exit (SIGABRT) unless the group is destroyed first
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+    run(main)

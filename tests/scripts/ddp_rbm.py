@@ -5,12 +5,11 @@ NLL.
 Run as a script (DDP re-launches the script for rank 1): ``python tests/scripts/ddp_rbm.py OUT_DIR``.
 """
 
-import os
-import sys
 from pathlib import Path
 
 import lightning as L
 import torch
+from ddp_common import ddp_trainer, run, save_initial_state, state_copy
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_gen import RBM
@@ -47,22 +46,19 @@ class ChainsAtStart(L.Callback):
 
 
 def trainer(out: Path, epochs: int, callbacks: list) -> L.Trainer:
-    return L.Trainer(accelerator="cpu", devices=2, strategy="ddp", max_epochs=epochs, logger=False,
-                     enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                     limit_val_batches=0, num_sanity_val_steps=0, callbacks=callbacks, default_root_dir=str(out))
+    return ddp_trainer(out, callbacks, max_epochs=epochs)
 
 
 def main(out: Path) -> None:
     torch.set_num_threads(1)
     L.seed_everything(7)
     rbm = model()
-    if os.environ.get("LOCAL_RANK", "0") == "0":
-        torch.save({k: v.clone() for k, v in rbm.state_dict().items()}, out / "init.pt")
+    save_initial_state(rbm, out)
     loader = lambda: DataLoader(TensorDataset(data()), batch_size=8, shuffle=True)  # noqa: E731
     first = trainer(out, 2, [])
     first.fit(rbm, loader())
     first.save_checkpoint(out / "last.ckpt")  # collective: every rank's chains
-    info = {"state_dict": {k: v.detach().clone() for k, v in rbm.state_dict().items()},
+    info = {"state_dict": state_copy(rbm),
             "global_step": first.global_step, "found": torch.stack(rbm.found), "left": torch.stack(rbm.left)}
     start = ChainsAtStart()
     resumed = model()
@@ -75,7 +71,4 @@ def main(out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
-    # gloo's worker threads can abort the interpreter's exit (SIGABRT) unless the group is destroyed first
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+    run(main)
