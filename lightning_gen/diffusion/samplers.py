@@ -505,13 +505,12 @@ SAMPLERS: dict[str, type[DiffusionSampler]] = {
     "ancestral": AncestralSampler,
     "respaced": RespacedSampler,
     "ddim": DDIMSampler,
-    "langevin": AnnealedLangevinSampler,
 }
 
 
 def make_sampler(name: Union[str, DiffusionSampler], **kwargs: Any) -> DiffusionSampler:
-    """A sampler by name (``ancestral``, ``respaced``, ``ddim``, ``langevin``; keyword arguments go to its
-    constructor), or ``name`` itself when it is already a :class:`DiffusionSampler`."""
+    """A sampler by name (``ancestral``, ``respaced``, ``ddim``; keyword arguments go to its constructor), or
+    ``name`` itself when it is already a :class:`DiffusionSampler`."""
     if isinstance(name, DiffusionSampler):
         if kwargs:
             raise ValueError(f"make_sampler got a sampler object and arguments {sorted(kwargs)}; set them on it")

@@ -12,7 +12,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
 from lightning_gen.diffusion.ladders import NoiseLadder
-from lightning_gen.diffusion.samplers import AnnealedLangevinSampler, DiffusionSampler, make_sampler
+from lightning_gen.diffusion.samplers import AnnealedLangevinSampler, DiffusionSampler
 from lightning_gen.losses.score import (
     PROJECTIONS,
     denoising_score_matching_loss,
@@ -202,7 +202,8 @@ class ScoreModel(SingleObjectiveModule):
 
     def _configure_sampler(self, sampler: Union[str, DiffusionSampler]) -> AnnealedLangevinSampler:
         """``sampler`` (a name or an object) with the arguments it leaves ``None`` set from this module's."""
-        chosen = make_sampler(sampler) if isinstance(sampler, (str, DiffusionSampler)) else sampler
+        # by name only "langevin": the DDPM samplers (make_sampler's names) run on a NoiseSchedule, not on a ladder
+        chosen = AnnealedLangevinSampler() if isinstance(sampler, str) and sampler.lower() == "langevin" else sampler
         if not isinstance(chosen, AnnealedLangevinSampler):
             raise TypeError(
                 f"a ScoreModel samples by annealed Langevin dynamics: sampler must be 'langevin' or a "

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from conftest import run_script
 from lightning_gen import ScoreModel
-from lightning_gen.diffusion import AnnealedLangevinSampler, NoiseLadder, make_sampler
+from lightning_gen.diffusion import AnnealedLangevinSampler, NoiseLadder
 from lightning_gen.nets import MLPDenoiser
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -83,7 +83,7 @@ def test_langevin_step_and_denoise_by_hand():
     alpha = 0.003 * 0.4**2 / 0.1**2
     torch.testing.assert_close(sampler.step(s, 1, x, noise=z), x + alpha / 2 * s + alpha**0.5 * z)
     torch.testing.assert_close(sampler.denoise(s, x), x + 0.01 * s)
-    assert isinstance(make_sampler("langevin"), AnnealedLangevinSampler)
+    assert isinstance(ScoreModel(MLPDenoiser(2, (8,), 4), sampler="langevin").sampler, AnnealedLangevinSampler)
     with pytest.raises(TypeError, match="NoiseLadder"):
         from lightning_gen.diffusion import make_schedule
         sampler.set_timesteps(schedule=make_schedule("linear", 1000))
