@@ -1,14 +1,14 @@
-"""Fit a ScoreModel with an EMA net by DSM and by SSM with `strategy="ddp"` on 2 CPU processes; each rank saves its
-initial and final weights and the number of optimizer steps.
+"""Fit a ScoreModel with an EMA net by DSM and by SSM with `strategy="ddp"` on 2 CPU processes; each rank saves
+the initial and final weights of both and their optimizer steps.
 
 Run as a script (DDP re-launches the script for rank 1): ``python tests/scripts/ddp_score.py OUT_DIR``.
 """
 
-import sys
 from pathlib import Path
 
 import lightning as L
 import torch
+from ddp_common import ddp_trainer, run, state_copy
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_gen import ScoreModel
@@ -28,18 +28,13 @@ def main(out: Path) -> None:
         L.seed_everything(5)
         model = ScoreModel(MLPDenoiser(2, (16,), 8), sigma_max=2.0, num_levels=4, objective=objective,
                            ema_decay=0.9, steps_per_level=2)
-        info[f"{objective}_init"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp", max_epochs=2, logger=False,
-                            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                            limit_val_batches=0, num_sanity_val_steps=0, default_root_dir=str(out))
+        info[f"{objective}_init"] = state_copy(model)
+        trainer = ddp_trainer(out, max_epochs=2)
         trainer.fit(model, DataLoader(TensorDataset(data()), batch_size=16, shuffle=True))
-        info[objective] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        info[objective] = state_copy(model)
         info[f"{objective}_steps"] = trainer.global_step
     torch.save(info, out / f"rank{trainer.global_rank}.pt")
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
-    # gloo's worker threads can abort the interpreter's exit (SIGABRT) unless the group is destroyed first
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+    run(main)
