@@ -10,7 +10,13 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
-from lightning_gen.diffusion.samplers import DiffusionSampler, make_sampler, respace_schedule, strided_timesteps
+from lightning_gen.diffusion.samplers import (
+    AnnealedLangevinSampler,
+    DiffusionSampler,
+    make_sampler,
+    respace_schedule,
+    strided_timesteps,
+)
 from lightning_gen.diffusion.schedules import VARIANCES, NoiseSchedule, make_schedule
 from lightning_gen.losses.diffusion import epsilon_loss
 from lightning_gen.modules.base import SingleObjectiveModule, batch_data, eval_mode, reject_unexpected_arguments
@@ -215,6 +221,11 @@ class DDPM(SingleObjectiveModule):
             raise TypeError(
                 f"sampler must be a name (ancestral, respaced, ddim) or a lightning_gen.diffusion.DiffusionSampler, "
                 f"got {type(sampler).__name__}"
+            )
+        if isinstance(sampler, AnnealedLangevinSampler) or (isinstance(sampler, str) and sampler.lower() == "langevin"):
+            raise TypeError(
+                "annealed Langevin dynamics samples a lightning_gen.ScoreModel (it walks a noise ladder with a score); "
+                "a DDPM takes ancestral, respaced, ddim or another DiffusionSampler on its NoiseSchedule"
             )
         return make_sampler(sampler).with_defaults(
             num_steps=self.sampling_steps, variance=self.variance, clip_denoised=self.clip_denoised

@@ -16,6 +16,7 @@ import lightning_gen
 from lightning_gen import DDPM
 from lightning_gen.diffusion import (
     AncestralSampler,
+    AnnealedLangevinSampler,
     DDIMSampler,
     DiffusionSampler,
     NoiseSchedule,
@@ -329,6 +330,9 @@ def test_bad_sampler_arguments_are_reported():
         DDPM(net, num_timesteps=30, sampler="euler")
     with pytest.raises(TypeError, match="sampler must be a name"):
         DDPM(net, num_timesteps=30, sampler=3)
+    for langevin in ("langevin", AnnealedLangevinSampler()):  # a ScoreModel's sampler, refused at construction
+        with pytest.raises(TypeError, match="annealed Langevin dynamics samples a lightning_gen.ScoreModel"):
+            DDPM(net, num_timesteps=30, sampler=langevin)
     with pytest.raises(ValueError, match=r"sampling_steps=10 but the sampler .* takes 30 steps"):
         DDPM(net, num_timesteps=30, sampling_steps=10, sampler="ancestral")
     with pytest.raises(ValueError, match=r"sampling_steps=10 but the sampler .* takes 5 steps"):
