@@ -12,7 +12,9 @@ digits: bits/dim of the dequantized bound (the first ``--num-test`` digits, fixe
 ``lightning-gen test`` reports as ``test/bits_per_dim``), and for each temperature the classifier FID of
 ``--num-samples`` samples against as many test digits drawn at random with seed 0 (the features, reference set and
 seeded sample batches of the recipe's ``GenerativeMetricsCallback``, so the FID at the recipe's temperature is its
-``test/fid``), plus an 8x8 grid PNG per temperature under ``--out``.
+``test/fid``), the share of samples the classifier assigns to one digit with probability >= 0.9 (a proxy for
+"recognisable"; the first line gives it for the real test digits), and an 8x8 grid PNG per temperature under
+``--out``.
 """
 
 from __future__ import annotations
@@ -81,6 +83,13 @@ def samples_at(model: lightning_gen.RealNVP, temperature: float, n: int, batch: 
                       for s in range(0, n, batch)])
 
 
+def features_and_confidence(extractor: ClassifierFeatureExtractor, images: Tensor) -> tuple[Tensor, float]:
+    """Classifier features of ``images`` and the share of them classified with probability >= 0.9."""
+    parts = [extractor.extract(images[i:i + 500]) for i in range(0, len(images), 500)]
+    probs = torch.cat([logits for _, logits in parts]).softmax(1)
+    return torch.cat([f for f, _ in parts]), float((probs.max(1).values >= 0.9).float().mean())
+
+
 def main() -> None:
     """Train or load, then print bits/dim and FID per temperature; write the grids."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -127,19 +136,20 @@ def main() -> None:
     n = args.num_samples
     chosen = sorted(torch.randperm(len(test_set), generator=torch.Generator().manual_seed(0))[:n].tolist())
     real_images = torch.stack([test_set[i][0] for i in chosen])
-    real = torch.cat([extractor.extract(real_images[i:i + 500])[0] for i in range(0, n, 500)])
+    real, real_confident = features_and_confidence(extractor, real_images)
+    print(f"real test digits ({n}): classified with p >= 0.9: {100 * real_confident:.1f} %", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     from torchvision.utils import save_image
 
     for t in [float(v) for v in args.temperatures.split(",") if v]:
         t0 = time.perf_counter()
         fake_images = samples_at(model, t, n)
-        fake = torch.cat([extractor.extract(fake_images[i:i + 500])[0] for i in range(0, n, 500)])
+        fake, confident = features_and_confidence(extractor, fake_images)
         fid = float(frechet_distance(real, fake))
         grid = args.out / f"{args.name}_t{t:g}.png"
         save_image(images_to_grid(fake_images[:64], nrow=8), grid)
-        print(f"temperature {t:4.2f}: FID {fid:7.2f} ({n} samples, {time.perf_counter() - t0:.0f} s), grid {grid}",
-              flush=True)
+        print(f"temperature {t:4.2f}: FID {fid:7.2f}, classified with p >= 0.9: {100 * confident:5.1f} % ({n} samples, "
+              f"{time.perf_counter() - t0:.0f} s), grid {grid}", flush=True)
     model.temperature = recipe_temperature
     print(f"total {time.perf_counter() - start:.0f} s, {torch.get_num_threads()} thread(s); "
           f"{math.prod(model.data_shape)} dims")
