@@ -15,6 +15,25 @@ seeded sample batches of the recipe's ``GenerativeMetricsCallback``, so the FID 
 ``test/fid``), the share of samples the classifier assigns to one digit with probability >= 0.9 (a proxy for
 "recognisable"; the first line gives it for the real test digits), and an 8x8 grid PNG per temperature under
 ``--out``.
+
+Measured on a shared 2-core CPU (other jobs running, one thread each): the recipe's 1,500 steps through
+``lightning-gen fit`` (16 min 5 s with its validation and metrics callbacks), then ``--checkpoint .../last.ckpt
+--temperatures 1.0,0.9,0.8,0.7,0.6`` (64 s); and the flow of earlier versions (``layout: realnvp``, 32-channel s/t nets,
+no ActNorm or 1x1 convolutions: that recipe's config) trained here for 1,500 steps (14 min 44 s with the scoring):
+
+    flow (1,500 steps)           bits/dim   t    FID    p >= 0.9
+    real test digits                    -   -      -      87.4 %
+    Glow layout (the recipe)        1.673  1.0    5.12    34.3 %
+                                           0.9    6.23    32.6 %
+                                           0.8    7.90    30.2 %
+                                           0.7   10.23    28.0 %
+                                           0.6   13.22    25.5 %
+    earlier RealNVP layout          2.477  1.0   39.58    14.0 %
+                                           0.8   71.94     2.9 %
+                                           0.7   88.61     0.4 %
+
+Lowering the temperature makes this model's digits thinner and less varied, not cleaner: FID and the share of
+confidently classified samples are best at t = 1.
 """
 
 from __future__ import annotations
