@@ -220,10 +220,15 @@ def _schedule_device(schedule: Any) -> Optional[torch.device]:
     return None
 
 
+def _check_same_shape(name: str, value: Tensor, x: Tensor) -> None:
+    """Raise unless ``value`` (called ``name`` in the message) has ``x``'s shape."""
+    if value.shape != x.shape:
+        raise ValueError(f"{name} and x must have the same shape, got {tuple(value.shape)} and {tuple(x.shape)}")
+
+
 def _check_noise(noise: Tensor, x: Tensor) -> None:
     """Raise unless ``noise`` has ``x``'s shape."""
-    if noise.shape != x.shape:
-        raise ValueError(f"noise and x must have the same shape, got {tuple(noise.shape)} and {tuple(x.shape)}")
+    _check_same_shape("noise", noise, x)
 
 
 class _EpsilonSampler(DiffusionSampler):
@@ -365,9 +370,7 @@ class DDIMSampler(_EpsilonSampler):
         noise: Optional[Tensor] = None,
     ) -> Tensor:
         """One DDIM update (eq. 12) from kept step ``t`` to the next; noise is drawn only when sigma > 0."""
-        if model_output.shape != x.shape:
-            raise ValueError(f"model_output and x must have the same shape, got {tuple(model_output.shape)} and "
-                             f"{tuple(x.shape)}")
+        _check_same_shape("model_output", model_output, x)
         a, a_prev, sigma = self._coefficients[self._locate(t)]
         eps = model_output
         x0 = math.sqrt(1.0 / a) * x - math.sqrt(1.0 / a - 1.0) * eps
@@ -458,9 +461,7 @@ class AnnealedLangevinSampler(DiffusionSampler):
         noise: Optional[Tensor] = None,
     ) -> Tensor:
         """One Langevin update at level ``t`` with the score ``model_output = s(x, sigma_t)`` (alg. 1, line 6)."""
-        if model_output.shape != x.shape:
-            raise ValueError(f"model_output and x must have the same shape, got {tuple(model_output.shape)} and "
-                             f"{tuple(x.shape)}")
+        _check_same_shape("model_output", model_output, x)
         if not hasattr(self, "_sigmas"):
             raise ValueError("call set_timesteps(schedule=ladder) first and step through sampler.timesteps")
         alpha = self.step_sizes()[int(t)]
