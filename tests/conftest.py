@@ -10,7 +10,7 @@ import sys
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import pytest
 import torch
@@ -135,3 +135,20 @@ def run_script(
         out, err = proc.communicate()
         err += f"\n[test] {script.name} ran past {timeout:.0f} s and its process group was killed"
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+class ScriptRun(NamedTuple):
+    """A finished test script: its process result (``returncode``, ``stdout``, ``stderr``) and the folder it wrote."""
+
+    proc: subprocess.CompletedProcess
+    out: Path
+
+
+@pytest.fixture(scope="session")
+def likelihood_ddp_runs(tmp_path_factory: pytest.TempPathFactory) -> ScriptRun:
+    """One 2-process DDP launch of tests/scripts/ddp_likelihood_families.py for the whole session (the ActNorm,
+    score, guided and likelihood DDP tests share its interpreter and gloo start-up); each family's files are in
+    its subfolder of ``out``. Launched only when one of those tests runs; each test checks ``proc.returncode``."""
+    out = tmp_path_factory.mktemp("likelihood_ddp")
+    script = Path(__file__).resolve().parent / "scripts" / "ddp_likelihood_families.py"
+    return ScriptRun(run_script(script, str(out), cwd=out, timeout=300), out)

@@ -1,4 +1,5 @@
-"""The single-objective families under DDP (tests/scripts/ddp_likelihood.py, 2 CPU processes, gloo)."""
+"""The single-objective families under DDP (tests/scripts/ddp_likelihood.py, 2 CPU processes, gloo; launched once
+with the other likelihood families by the ``likelihood_ddp_runs`` fixture)."""
 
 from __future__ import annotations
 
@@ -6,15 +7,14 @@ import sys
 from pathlib import Path
 
 import torch
-from conftest import run_script
 
 
-def test_ddp_two_cpu_processes_pool_the_code_statistics_and_keep_ranks_identical(tmp_path):
+def test_ddp_two_cpu_processes_pool_the_code_statistics_and_keep_ranks_identical(likelihood_ddp_runs):
     # each rank sees half the data; the fitted code Gaussian must be that of all codes, the same on both ranks
     script = Path(__file__).resolve().parents[1] / "scripts" / "ddp_likelihood.py"
-    proc = run_script(script, str(tmp_path), cwd=tmp_path, timeout=300)
+    proc, runs = likelihood_ddp_runs
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    ranks = [torch.load(runs / "likelihood" / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     sys.path.insert(0, str(script.parent))
     from ddp_likelihood import autoencoder, data
 

@@ -9,7 +9,6 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from conftest import run_script
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_gen.data.toy import make_mixture
@@ -168,11 +167,11 @@ def test_toy_ring_nll_approaches_the_entropy_floor():
     assert floor - 0.05 <= nll <= floor + TOY_TOLERANCE, (nll, floor)
 
 
-def test_actnorm_init_under_ddp_uses_every_ranks_batch_and_is_the_same_on_both_ranks(tmp_path):
+def test_actnorm_init_under_ddp_uses_every_ranks_batch_and_is_the_same_on_both_ranks(likelihood_ddp_runs):
     # rank 0's half of the data has mean ~3 and std ~5, rank 1's mean ~0 and std ~1: a per-rank init would differ
-    proc = run_script(ROOT / "tests" / "scripts" / "ddp_actnorm.py", str(tmp_path), cwd=tmp_path, timeout=300)
+    proc, runs = likelihood_ddp_runs  # tests/scripts/ddp_actnorm.py, launched with the other likelihood families
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True)["state_dict"] for r in (0, 1)]
+    ranks = [torch.load(runs / "actnorm" / f"rank{r}.pt", weights_only=True)["state_dict"] for r in (0, 1)]
     for name, value in ranks[0].items():
         torch.testing.assert_close(value, ranks[1][name], rtol=0, atol=0, msg=f"{name} differs between ranks")
     sys.path.insert(0, str(ROOT / "tests" / "scripts"))

@@ -4,12 +4,10 @@ Gaussian classes, labels in sample(), EMA, checkpoints and a two-process DDP fit
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
-from conftest import run_script
 from scipy import integrate
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -17,8 +15,6 @@ from torch.utils.data import DataLoader, TensorDataset
 from lightning_gen import DDPM, GuidedDDPM
 from lightning_gen.diffusion import ClassifierFreeGuidance, DDIMSampler, NoiseSchedule, make_schedule
 from lightning_gen.nets import MLPDenoiser, UNet
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _gen(seed: int) -> torch.Generator:
@@ -196,11 +192,11 @@ def test_sampling_uses_the_ema_denoiser_with_its_label_embedding(tiny_trainer_kw
     torch.testing.assert_close(loaded.sample(4, generator=_gen(5), labels=labels), got, rtol=0, atol=0)
 
 
-def test_ddp_two_cpu_processes_train_identical_weights_with_their_own_label_dropout(tmp_path):
-    proc = run_script(ROOT / "tests" / "scripts" / "ddp_guided.py", str(tmp_path), cwd=tmp_path, timeout=300)
+def test_ddp_two_cpu_processes_train_identical_weights_with_their_own_label_dropout(likelihood_ddp_runs):
+    proc, runs = likelihood_ddp_runs  # tests/scripts/ddp_guided.py, launched with the other likelihood families
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
-    init = torch.load(tmp_path / "init.pt", weights_only=True)
+    ranks = [torch.load(runs / "guided" / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    init = torch.load(runs / "guided" / "init.pt", weights_only=True)
     a, b = ranks[0]["state_dict"], ranks[1]["state_dict"]
     assert a.keys() == b.keys() and "denoiser.label_embedding.weight" in a
     for name in a:

@@ -3,18 +3,13 @@ annealed Langevin dynamics with the exact score, sampling overrides, errors, and
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 from torch import Tensor, nn
 
-from conftest import run_script
 from lightning_gen import ScoreModel
 from lightning_gen.diffusion import AnnealedLangevinSampler, NoiseLadder
 from lightning_gen.nets import MLPDenoiser
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _g(seed: int) -> torch.Generator:
@@ -111,10 +106,10 @@ def test_sample_overrides_and_errors():
         ScoreModel(nn.Linear(2, 2))
 
 
-def test_ddp_two_cpu_processes_keep_weights_identical_and_train(tmp_path):
-    proc = run_script(ROOT / "tests" / "scripts" / "ddp_score.py", str(tmp_path), cwd=tmp_path, timeout=300)
+def test_ddp_two_cpu_processes_keep_weights_identical_and_train(likelihood_ddp_runs):
+    proc, runs = likelihood_ddp_runs  # tests/scripts/ddp_score.py, launched with the other likelihood families
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    ranks = [torch.load(runs / "score" / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     for objective in ("dsm", "ssm"):
         for name, value in ranks[0][objective].items():  # weights and the EMA identical on both ranks
             torch.testing.assert_close(value, ranks[1][objective][name], rtol=0, atol=0, msg=f"{objective}.{name}")

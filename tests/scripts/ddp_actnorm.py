@@ -3,6 +3,8 @@ with SGD(lr=0), so that each rank's final parameters are those ActNorm's data-de
 saves its final state (``rank<r>.pt``).
 
 Run as a script (DDP re-launches the script for rank 1): ``python tests/scripts/ddp_actnorm.py OUT_DIR``.
+The tests run its ``main`` with the other likelihood families' in one launch: ddp_likelihood_families.py
+(its ``actnorm/`` subfolder).
 """
 
 from functools import partial

@@ -2,6 +2,8 @@
 training labels replaced by the null label per step, and samples drawn from a seeded generator after training.
 
 Run as a script (DDP re-launches the script for rank 1): ``python tests/scripts/ddp_guided.py OUT_DIR``.
+The tests run its ``main`` with the other likelihood families' in one launch: ddp_likelihood_families.py
+(its ``guided/`` subfolder).
 """
 
 from functools import partial

@@ -3,6 +3,8 @@
 final weights, and whether a NaN loss on one rank alone stopped both ranks.
 
 Run as a script (DDP re-launches the script for rank 1): ``python tests/scripts/ddp_likelihood.py OUT_DIR``.
+The tests run its ``main`` with the other likelihood families' in one launch: ddp_likelihood_families.py
+(its ``likelihood/`` subfolder).
 """
 
 from functools import partial

@@ -2,6 +2,8 @@
 the initial and final weights of both and their optimizer steps.
 
 Run as a script (DDP re-launches the script for rank 1): ``python tests/scripts/ddp_score.py OUT_DIR``.
+The tests run its ``main`` with the other likelihood families' in one launch: ddp_likelihood_families.py
+(its ``score/`` subfolder).
 """
 
 from pathlib import Path
