@@ -22,6 +22,7 @@ FAMILIES = {"actnorm": ddp_actnorm.main, "score": ddp_score.main, "guided": ddp_
 
 
 def main(out: Path) -> None:
+    """Run every family's ``main`` in turn, each into ``out / <family>``."""
     for name, family in FAMILIES.items():
         # an earlier family's seed_everything leaves its seed here, and each fit's DDP set-up re-seeds from it:
         # drop it, so that every family starts as it would in a launch of its own
