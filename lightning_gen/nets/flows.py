@@ -13,7 +13,7 @@ in bfloat16.
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -197,6 +197,13 @@ class ActNorm(nn.Module):
         self.log_scale = nn.Parameter(torch.zeros(channels))
         self.eps = float(eps)
         self.register_buffer("initialized", torch.tensor(False))
+        # a host-side copy of `initialized` once known true, so training forwards never read the buffer back from
+        # the device (a sync per layer per step on a GPU); loading a state dict forgets it
+        self._known_initialized = False
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        self._known_initialized = False
+        super()._load_from_state_dict(*args, **kwargs)
 
     def _view(self, p: Tensor, x: Tensor) -> Tensor:
         return p.view(1, -1, *([1] * (x.dim() - 2)))
@@ -216,11 +223,15 @@ class ActNorm(nn.Module):
         self.bias.copy_(-mean)
         self.log_scale.copy_(-torch.log(std + self.eps))
         self.initialized.fill_(True)
+        self._known_initialized = True
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """``(y, log|det dy/dx|)``, the log-determinant ``positions * sum(log_scale)`` per sample, ``(B,)``."""
-        if self.training and not bool(self.initialized):
-            self.initialize(x)
+        if self.training and not self._known_initialized:
+            if bool(self.initialized):  # read once (after construction or loading)
+                self._known_initialized = True
+            else:
+                self.initialize(x)
         y = (x + self._view(self.bias, x)) * torch.exp(self._view(self.log_scale, x))
         log_det = full_precision(self.log_scale).sum() * _per_sample_positions(x)
         return y, log_det.expand(x.shape[0])
@@ -285,17 +296,27 @@ class FlowSequence(nn.Module):
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """``(y, log|det dy/dx|)`` with the log-determinant per sample, ``(B,)``, summed in float32 at least."""
-        log_det = _log_det_accumulator(x)
-        for layer in self.layers:
-            x, ld = layer(x)
-            log_det = log_det + ld
-        return x, log_det
+        return _chain_forward(self.layers, x)
 
     def inverse(self, y: Tensor) -> Tensor:
         """Undo :meth:`forward`."""
-        for layer in reversed(self.layers):
-            y = layer.inverse(y)
-        return y
+        return _chain_inverse(self.layers, y)
+
+
+def _chain_forward(layers: Sequence[nn.Module], x: Tensor) -> tuple[Tensor, Tensor]:
+    """Apply invertible ``layers`` in order: ``(y, summed log|det|)``, the sum per sample in float32 at least."""
+    log_det = _log_det_accumulator(x)
+    for layer in layers:
+        x, ld = layer(x)
+        log_det = log_det + ld
+    return x, log_det
+
+
+def _chain_inverse(layers: Sequence[nn.Module], y: Tensor) -> Tensor:
+    """Undo :func:`_chain_forward`: each layer's ``inverse`` in reverse order."""
+    for layer in reversed(layers):
+        y = layer.inverse(y)
+    return y
 
 
 # -- flows ------------------------------------------------------------------------------------------------------------
@@ -324,17 +345,11 @@ class VectorRealNVP(nn.Module):
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Data to latent: ``(z, log|det dz/dx|)``, shapes ``(B, D)`` and ``(B,)``."""
-        log_det = _log_det_accumulator(x)
-        for coupling in self.couplings:
-            x, ld = coupling(x)
-            log_det = log_det + ld
-        return x, log_det
+        return _chain_forward(self.couplings, x)
 
     def inverse(self, z: Tensor) -> Tensor:
         """Latent to data."""
-        for coupling in reversed(self.couplings):
-            z = coupling.inverse(z)
-        return z
+        return _chain_inverse(self.couplings, z)
 
 
 class ImageRealNVP(nn.Module):
