@@ -5,8 +5,9 @@
 
 Each seed runs `lightning-gen fit --config CONFIG --seed_everything SEED` as its own process (timed from start to
 exit, so start-up and the recipe's own evaluations count), then `lightning-gen test` on that run's `last.ckpt` (timed
-on its own). Anything this script does not know is passed on to `fit`. The rows are every `test/...` value the
-recipe logs (FID, precision, recall, NLL, ...); toy recipes log mode coverage and high-quality share there.
+on its own). Anything this script does not know is passed on to both (e.g. `--model.init_args.ema_decay=0.999`).
+The rows are every `test/...` value the recipe logs (FID, precision, recall, NLL, ...; toy recipes log mode
+coverage and the high-quality share there).
 
 - `--jobs N` runs N seeds at once, each with `--threads` threads (default: the cores shared out), so the wall times
   are those of a CPU shared N ways; say so when quoting them.
@@ -51,7 +52,7 @@ _TEST_AND_DUMP = (
 
 
 def _run(cmd: list[str], log: Path, threads: int) -> float:
-    """Run ``cmd`` with its output in ``log``; return its wall time in seconds (raises with the log's tail on failure)."""
+    """Run ``cmd`` with its output in ``log``; return its wall time in seconds (on failure, raise with the log's tail)."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "WANDB_MODE": os.environ.get("WANDB_MODE", "offline")}
     start = time.perf_counter()
     with open(log, "w") as out:
@@ -82,7 +83,7 @@ def run_seed(config: Path, seed: int, root: Path, extra: list[str], threads: int
         ckpt = next(out.rglob("last.ckpt"))
     fit_seconds = float(timing.read_text()) if timing.is_file() else float("nan")
     metrics_file = out / "test_metrics.json"
-    test_seconds = _run([sys.executable, "-c", _TEST_AND_DUMP, str(metrics_file), "test", *common,
+    test_seconds = _run([sys.executable, "-c", _TEST_AND_DUMP, str(metrics_file), "test", *common, *extra,
                          f"--ckpt_path={ckpt}"], out / "test.log", threads)
     metrics = json.loads(metrics_file.read_text())
     return {**metrics, "fit_seconds": fit_seconds, "test_seconds": test_seconds, "checkpoint": str(ckpt)}

@@ -107,6 +107,9 @@ class GAN(AdversarialModule):
     ``current_real`` holds the running step's real micro-batch.
     """
 
+    EMA_BATCH_NORM_BATCHES = 16  # batches of 64 noise draws that re-estimate an EMA generator's BatchNorm statistics
+    EMA_BATCH_NORM_SEED = 2  # their fixed noise stream (``evaluation_generator(0, seed)``)
+
     # Arguments a named game fixes when it calls ``GAN.__init__``; they are not saved as its hyperparameters.
     _pinned_hparams: tuple[str, ...] = ()
 
@@ -262,8 +265,21 @@ class GAN(AdversarialModule):
 
     @property
     def sampling_generator(self) -> nn.Module:
-        """The net that :meth:`sample` and evaluation use: the EMA generator when enabled, else the generator."""
-        return self.generator_ema if self.generator_ema is not None else self.generator
+        """The net that :meth:`sample` and evaluation use: the EMA generator when enabled, else the generator.
+
+        An EMA generator with BatchNorm gets running statistics of its own first (after each update or load): its
+        layers are re-estimated on ``EMA_BATCH_NORM_BATCHES`` batches of 64 fixed noise draws (the same on every
+        device), since statistics copied from the live generator do not fit the averaged weights.
+        """
+        ema = self.generator_ema
+        if ema is None:
+            return self.generator
+        if ema.batch_norm_stale:
+            draws = evaluation_generator(0, seed=self.EMA_BATCH_NORM_SEED)
+            ema.recompute_batch_norm(
+                (self.noise(64, draws), self._check_labels(None, 64)) if self.num_classes else (self.noise(64, draws),)
+                for _ in range(self.EMA_BATCH_NORM_BATCHES))
+        return ema
 
     @property
     def critic_steps(self) -> int:

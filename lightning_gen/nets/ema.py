@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from typing import Any, Optional
+from typing import Any, Iterable, Optional, Sequence
 
 import torch
 from torch import nn
@@ -16,8 +16,11 @@ class ExponentialMovingAverage(nn.Module):
 
     With ``warmup`` the decay used at update ``n`` is ``min(decay, (1 + n) / (10 + n))`` (the ``num_updates``
     rule of TensorFlow's ExponentialMovingAverage), so early averages are not dominated by the random
-    initialization. Buffers (e.g. BatchNorm running statistics) are copied, not averaged. Calling the module runs
-    the averaged copy; it lives in the owner's ``state_dict``, so checkpoints keep it.
+    initialization. Buffers are copied, not averaged. BatchNorm running statistics copied from ``net`` describe
+    ``net``'s activations, not the averaged weights' (with them a DCGAN generator's EMA samples worse than the live
+    net): :attr:`batch_norm_stale` says so after each update or load, and :meth:`recompute_batch_norm` re-estimates
+    them from the averaged copy's own activations. Calling the module runs the averaged copy; it lives in the
+    owner's ``state_dict``, so checkpoints keep it.
     """
 
     def __init__(self, net: nn.Module, decay: float = 0.999, warmup: bool = True) -> None:
@@ -30,6 +33,9 @@ class ExponentialMovingAverage(nn.Module):
         self.warmup = warmup
         self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
         self._updates: Optional[int] = 0  # host mirror of num_updates (None: read it at the next update)
+        self._batch_norms = [m for m in self.module.modules()
+                             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+        self.batch_norm_stale = bool(self._batch_norms)  # True: the running statistics are not the average's own
 
     def current_decay(self) -> float:
         """The decay the next :meth:`update` will use (reads ``num_updates``, which waits for the device)."""
@@ -57,10 +63,34 @@ class ExponentialMovingAverage(nn.Module):
             ema_buffer.copy_(buffer)
         self.num_updates += 1
         self._updates += 1
+        self.batch_norm_stale = bool(self._batch_norms)
+
+    @torch.no_grad()
+    def recompute_batch_norm(self, inputs: Iterable[Sequence[Any]]) -> None:
+        """Re-estimate every BatchNorm's running statistics as the plain mean over the batches of ``inputs`` (each
+        a tuple of the averaged net's positional arguments), run through the averaged copy in training mode.
+
+        The copy's train/eval mode and the layers' momenta are restored; :attr:`batch_norm_stale` becomes False.
+        """
+        momenta = [m.momentum for m in self._batch_norms]
+        was_training = self.module.training
+        for m in self._batch_norms:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the batches
+        self.module.train()
+        try:
+            for args in inputs:
+                self.module(*args)
+        finally:
+            for m, momentum in zip(self._batch_norms, momenta):
+                m.momentum = momentum
+            self.module.train(was_training)
+        self.batch_norm_stale = False
 
     def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
         super()._load_from_state_dict(*args, **kwargs)
         self._updates = None  # read the loaded count at the next update
+        self.batch_norm_stale = bool(self._batch_norms)  # a checkpoint may hold copied statistics
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         """Run the averaged network."""

@@ -64,3 +64,34 @@ def test_an_update_after_loading_uses_the_loaded_count():
     fresh.update(net)
     assert_close(fresh.module.weight, expected)
     assert int(fresh.num_updates) == 91
+
+
+def test_recompute_batch_norm_gives_the_average_nets_own_statistics():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(2, 3), nn.BatchNorm1d(3, momentum=0.3))
+    ema = ExponentialMovingAverage(net, decay=0.5, warmup=False)
+    with torch.no_grad():
+        net[0].weight.add_(2.0)
+    net.train()
+    net(torch.randn(32, 2) * 5 + 4)  # the live net's statistics: far from the average's
+    ema.update(net)
+    assert ema.batch_norm_stale
+    batches = [torch.randn(16, 2) for _ in range(4)]
+    ema.eval()
+    ema.recompute_batch_norm((x,) for x in batches)
+    pre = [ema.module[0](x) for x in batches]
+    bn = ema.module[1]
+    # a cumulative average of the batch means and of the unbiased batch variances (equal batch sizes)
+    assert_close(bn.running_mean, torch.stack([h.mean(0) for h in pre]).mean(0))
+    assert_close(bn.running_var, torch.stack([h.var(0) for h in pre]).mean(0))
+    assert bn.momentum == 0.3 and not ema.module.training and not ema.batch_norm_stale
+    fresh = ExponentialMovingAverage(net, decay=0.5)
+    fresh.load_state_dict(ema.state_dict())
+    assert fresh.batch_norm_stale  # loaded statistics may be copies: re-estimate before use
+
+
+def test_nets_without_batch_norm_are_never_stale():
+    net = nn.Sequential(nn.Linear(2, 3), nn.LayerNorm(3))
+    ema = ExponentialMovingAverage(net, decay=0.5)
+    ema.update(net)
+    assert not ema.batch_norm_stale
