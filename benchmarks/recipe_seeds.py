@@ -16,8 +16,8 @@ coverage and the high-quality share there).
   assigns to the requested class.
 - `--grid PATH` saves a sample grid of the first seed's final model (8 x 8; 10 x 10 with one class per column for
   conditional models).
-- A seed whose folder already holds a `last.ckpt` is not trained again (`--refit` trains it anew), so a killed
-  sweep picks up where it stopped and new metrics can be read from old runs.
+- A seed whose folder already holds a `last.ckpt` is not trained again, nor tested again once its test metrics
+  are newer than the checkpoint (`--refit` does both anew), so a killed sweep picks up where it stopped.
 """
 
 from __future__ import annotations
@@ -82,9 +82,12 @@ def run_seed(config: Path, seed: int, root: Path, extra: list[str], threads: int
         timing.write_text(f"{seconds:.1f}\n")
         ckpt = next(out.rglob("last.ckpt"))
     fit_seconds = float(timing.read_text()) if timing.is_file() else float("nan")
-    metrics_file = out / "test_metrics.json"
-    test_seconds = _run([sys.executable, "-c", _TEST_AND_DUMP, str(metrics_file), "test", *common, *extra,
-                         f"--ckpt_path={ckpt}"], out / "test.log", threads)
+    metrics_file, test_timing = out / "test_metrics.json", out / "test_seconds"
+    if refit or not test_timing.is_file() or test_timing.stat().st_mtime < ckpt.stat().st_mtime:
+        seconds = _run([sys.executable, "-c", _TEST_AND_DUMP, str(metrics_file), "test", *common, *extra,
+                        f"--ckpt_path={ckpt}"], out / "test.log", threads)
+        test_timing.write_text(f"{seconds:.1f}\n")
+    test_seconds = float(test_timing.read_text())
     metrics = json.loads(metrics_file.read_text())
     return {**metrics, "fit_seconds": fit_seconds, "test_seconds": test_seconds, "checkpoint": str(ckpt)}
 
