@@ -16,8 +16,9 @@ coverage and the high-quality share there).
   assigns to the requested class.
 - `--grid PATH` saves a sample grid of the first seed's final model (8 x 8; 10 x 10 with one class per column for
   conditional models).
-- A seed whose folder already holds a `last.ckpt` is not trained again, nor tested again once its test metrics
-  are newer than the checkpoint (`--refit` does both anew), so a killed sweep picks up where it stopped.
+- A seed whose fit finished (its folder holds `fit_seconds` and a `last.ckpt`) is not trained again, nor tested
+  again once its test metrics are newer than the checkpoint (`--refit` does both anew), so a killed sweep picks up
+  where it stopped.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -75,13 +77,15 @@ def run_seed(config: Path, seed: int, root: Path, extra: list[str], threads: int
     out.mkdir(parents=True, exist_ok=True)
     common = [f"--config={config}", f"--seed_everything={seed}", f"--trainer.default_root_dir={out}",
               "--trainer.enable_progress_bar=false", *_logger_args(config, out)]
-    timing = out / "fit_seconds"
+    timing = out / "fit_seconds"  # written once a fit has finished: a killed fit leaves a last.ckpt but not this
     ckpt = next(out.rglob("last.ckpt"), None)
-    if refit or ckpt is None:
+    if refit or ckpt is None or not timing.is_file():
+        shutil.rmtree(out)  # a killed or earlier fit's files must not be mistaken for this one's
+        out.mkdir(parents=True)
         seconds = _run([sys.executable, "-m", "lightning_gen.cli", "fit", *common, *extra], out / "fit.log", threads)
         timing.write_text(f"{seconds:.1f}\n")
         ckpt = next(out.rglob("last.ckpt"))
-    fit_seconds = float(timing.read_text()) if timing.is_file() else float("nan")
+    fit_seconds = float(timing.read_text())
     metrics_file, test_timing = out / "test_metrics.json", out / "test_seconds"
     if refit or not test_timing.is_file() or test_timing.stat().st_mtime < ckpt.stat().st_mtime:
         seconds = _run([sys.executable, "-c", _TEST_AND_DUMP, str(metrics_file), "test", *common, *extra,
