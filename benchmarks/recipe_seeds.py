@@ -135,11 +135,11 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--jobs", type=int, default=1, help="seeds trained at once")
     parser.add_argument("--threads", type=int, default=None, help="threads per run (default: cores / jobs)")
     parser.add_argument("--root", type=Path, default=None, help="where runs are written (default: a temporary folder)")
-    parser.add_argument("--refit", action="store_true", help="train seeds whose folder holds a checkpoint again")
+    parser.add_argument("--refit", action="store_true", help="train and test finished seeds again")
     parser.add_argument("--class-accuracy", type=int, default=0, metavar="N", help="samples per class to classify")
     parser.add_argument("--classifier", type=Path, default=Path("checkpoints/mnist_classifier.pt"))
     parser.add_argument("--grid", type=Path, default=None, help="save the first seed's sample grid here (PNG)")
-    args, extra = parser.parse_known_args(argv)  # anything else goes to `lightning-gen fit`
+    args, extra = parser.parse_known_args(argv)  # anything else goes to `lightning-gen fit` and `test`
     if not args.config.is_file():
         parser.error(f"no config at {args.config}")
     root = args.root or Path(tempfile.mkdtemp(prefix="recipe_seeds_"))
