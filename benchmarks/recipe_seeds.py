@@ -54,7 +54,7 @@ _TEST_AND_DUMP = (
 
 
 def _run(cmd: list[str], log: Path, threads: int) -> float:
-    """Run ``cmd`` with its output in ``log``; return its wall time in seconds (on failure, raise with the log's tail)."""
+    """Run ``cmd`` with its output in ``log``; return its wall time in seconds (failures raise with the log's tail)."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "WANDB_MODE": os.environ.get("WANDB_MODE", "offline")}
     start = time.perf_counter()
     with open(log, "w") as out:
