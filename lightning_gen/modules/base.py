@@ -49,6 +49,12 @@ def gather_over_ranks(obj: Any) -> list[Any]:
     return out
 
 
+def _rank_stream_seed(seed: int, rank: int, step: int = 0) -> int:
+    """The seed of ``rank``'s noise stream in a multi-process fit started (or, on another world size, resumed) at
+    ``step``: distinct for every rank and step, and the plain rank offset for a fresh run."""
+    return (seed + 1_000_003 * rank + 7_919 * step) % 2**63
+
+
 def _rng_state() -> dict[str, Any]:
     state: dict[str, Any] = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -115,7 +121,7 @@ class GenerativeModule(L.LightningModule):
 
     def __init__(self) -> None:
         super().__init__()
-        self._rng_restored = False
+        self._rng_restored = self._rng_remapped = False
         self._finite_guard = FiniteLossGuard(self._raise_non_finite)
         self._sync_free_batch = False  # in a training batch that neither starts an epoch nor logs
         self._logging_batch = False
@@ -264,7 +270,7 @@ class GenerativeModule(L.LightningModule):
         restored again when the next epoch starts, so its shuffle and noise match the uninterrupted run.
         """
         states = checkpoint.get(_RNG_KEY)
-        self._rng_restored = False
+        self._rng_restored = self._rng_remapped = False
         self._rng_pending = None
         self._loaders_resume_exactly = False
         fit_loop = checkpoint.get("loops", {}).get("fit_loop", {})
@@ -285,10 +291,12 @@ class GenerativeModule(L.LightningModule):
             self._rng_pending = states[self.global_rank]
             self._rng_restored = True
         else:
+            self._rng_remapped = True
             rank_zero_warn(
                 f"Resuming a checkpoint written by {len(states)} process(es) on {self.trainer.world_size}: its per-rank "
-                "random states do not map onto these ranks, so each rank starts a fresh noise stream (from the seed) "
-                "and the run will not repeat the uninterrupted one. Weights, optimizers and counters are restored."
+                "random states do not map onto these ranks, so each rank starts a fresh noise stream (from the seed, "
+                "the rank and the step reached) and the run will not repeat the uninterrupted one. Weights, "
+                "optimizers and counters are restored."
             )
 
     def on_train_epoch_start(self) -> None:
@@ -327,13 +335,15 @@ class GenerativeModule(L.LightningModule):
         if progress.ready > self.trainer.num_training_batches:
             self._replayed_epoch_end = True
             return -1
+        # batches of the epoch completed before the one in progress at the save: 0 for a save after its first batch
         done = getattr(self, "_resumed_after_batch", None)
         pending = getattr(self, "_rng_pending", None)
-        if pending is not None and done and done < self.trainer.num_training_batches and self._loaders_resume_exactly:
+        mid_epoch = pending is not None and done is not None and done < self.trainer.num_training_batches
+        if mid_epoch and self._loaders_resume_exactly:
             # mid-epoch resume with loaders that continue the epoch: this batch is the one the uninterrupted run would
             # have drawn next, so it gets the saved random state (the new loader iterator drew from it meanwhile)
             _set_rng_state(pending)
-        elif pending is not None and done and done < self.trainer.num_training_batches:
+        elif mid_epoch:
             # the first batch after resuming from a checkpoint written in the middle of an epoch
             rank_zero_warn(
                 f"Resumed from a checkpoint written in the middle of an epoch (after batch {done} of "
@@ -367,10 +377,13 @@ class GenerativeModule(L.LightningModule):
         self._finite_guard.reset()
         self._sync_free_batch = self._logging_batch = False
         self._epoch_starting = True
-        if self.trainer.world_size > 1 and not self._rng_restored:
-            # Lightning seeds every rank alike; without an offset all ranks would draw the same noise.
-            torch.manual_seed((torch.initial_seed() + 1_000_003 * self.global_rank) % 2**63)
-        self._rng_restored = False
+        if (self.trainer.world_size > 1 and not self._rng_restored) or self._rng_remapped:
+            # Lightning seeds every rank alike; without an offset all ranks would draw the same noise. After a resume
+            # on another number of processes the step reached is mixed in too, so no rank replays the noise that
+            # the run drew from its start.
+            torch.manual_seed(_rank_stream_seed(torch.initial_seed(), self.global_rank,
+                                               self.trainer.global_step if self._rng_remapped else 0))
+        self._rng_restored = self._rng_remapped = False
 
     def _checkpoint_hint(self) -> str:
         """A sentence for error messages naming where the last good checkpoint is ("" before the first one)."""

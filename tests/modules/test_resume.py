@@ -140,6 +140,29 @@ def test_resume_from_a_mid_epoch_periodic_checkpoint_is_exact(case, tmp_path):
 
 
 @pytest.mark.slow
+def test_resume_from_a_save_right_after_the_first_batch_of_an_epoch_is_exact(tmp_path):
+    """A periodic save after epoch 1's first batch (none completed before it: Lightning's count is 0) restores the
+    batch's random state too (it used to be skipped, so the VAE drew other noise from there on)."""
+
+    def fit(root: Path, ckpt_path: str | None = None) -> L.Trainer:
+        L.seed_everything(11)
+        make_model, make_data = CASES["vae"]
+        trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=20, logger=False, enable_progress_bar=False,
+                            enable_model_summary=False, limit_val_batches=0, default_root_dir=str(root),
+                            callbacks=[ModelCheckpoint(dirpath=root, save_top_k=-1, every_n_train_steps=16)])
+        trainer.fit(make_model(), make_data(), ckpt_path=ckpt_path)
+        return trainer
+
+    full = fit(tmp_path / "full")
+    ckpt = tmp_path / "full" / "epoch=1-step=16.ckpt"  # 15 batches an epoch: step 16 is epoch 1's first batch
+    progress = torch.load(ckpt, weights_only=False)["loops"]["fit_loop"]["epoch_loop.batch_progress"]["current"]
+    assert (progress["ready"], progress["completed"]) == (1, 0)
+    resumed = fit(tmp_path / "resumed", str(ckpt))
+    assert resumed.global_step == full.global_step == 20
+    _assert_same_state(full, resumed)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("case", MID_EPOCH)
 def test_a_clean_stop_at_any_max_steps_then_resume_is_exact(case, tmp_path):
     stop, steps = (5, 12) if case.startswith("gan") else (7, 40)

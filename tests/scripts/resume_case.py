@@ -3,7 +3,7 @@ resuming from a checkpoint or SIGKILLing the whole process group in the middle o
 
 Run as a script (DDP re-launches it for rank 1)::
 
-    python tests/scripts/resume_case.py CASE OUT MAX_STEPS [--devices 2] [--ckpt PATH] [--kill-at-step K]
+    python tests/scripts/resume_case.py CASE OUT MAX_STEPS [--devices 2] [--nodes 2] [--ckpt PATH] [--kill-at-step K]
         [--images DIR] [--num-workers N] [--then CASE OUT MAX_STEPS [--ckpt PATH] [--kill-at-step K] ...]
 
 ``CASE`` is ``gan`` (n_critic 2, accumulation 2), ``cyclegan`` (accumulation 2, image pools, on
@@ -12,6 +12,12 @@ configs/cyclegan/folders.yaml does, with ``--num-workers`` loader processes), ``
 or ``ddpm`` (with EMA); every case has 15 (GAN, VAE, DDPM) or 11 (CycleGAN) training batches per rank and epoch.
 Checkpoints: ``OUT/steps/`` (``every_n_train_steps`` of the case, plus ``last.ckpt``) and ``OUT/epochs/`` (every
 epoch end). Each rank saves its final state dict and optimizer states to ``OUT/rank{r}.pt``.
+
+``--nodes N`` simulates N nodes of ``--devices`` processes each, launched from outside as a cluster does: every
+process runs this script with ``MASTER_ADDR``, ``MASTER_PORT``, ``NODE_RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE`` set
+(tests/modules/test_multinode.py), and the trainer gets ``num_nodes=N``. Each rank's file also holds the fingerprints
+of the samples it trained on in epoch 0 of a run started from scratch (``seen``) and its random state when its first
+training batch started (``rng_at_start``).
 
 ``--then`` chains runs in one process (one interpreter start, one process group): the tests use it to save time. A
 run whose ``--ckpt`` does not exist (an earlier run failed to write it) is skipped with a message.
@@ -78,16 +84,34 @@ CASES: dict[str, Callable[[], GenerativeModule]] = {
 }
 
 
+def _fingerprints(batch) -> list[float]:
+    """One number per sample of the batch's first tensor (a toy point, an image of domain A)."""
+    while not isinstance(batch, torch.Tensor):
+        batch = next(iter(batch.values())) if isinstance(batch, dict) else batch[0]
+    flat = batch.detach().flatten(1).double()
+    return (flat.sum(1) + 1e-3 * flat.pow(2).sum(1)).tolist()
+
+
 class SaveFinalState(L.Callback):
-    """Every rank writes its final state dict, optimizer states and counters to ``OUT/rank{r}.pt``."""
+    """Every rank writes its final state dict, optimizer states and counters to ``OUT/rank{r}.pt``, with the samples
+    it saw in epoch 0 (of a run from scratch) and its random state at its first training batch."""
 
     def __init__(self, out: Path) -> None:
         self.out = out
+        self.seen: list[float] = []
+        self.rng_at_start: Optional[torch.Tensor] = None
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
+        if self.rng_at_start is None:
+            self.rng_at_start = torch.get_rng_state()
+        if trainer.current_epoch == 0 and trainer.ckpt_path is None:
+            self.seen += _fingerprints(batch)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         torch.save({"state_dict": {k: v.detach().clone() for k, v in pl_module.state_dict().items()},
                     "optimizers": [o.state_dict() for o in trainer.optimizers], "global_step": trainer.global_step,
-                    "epoch": trainer.current_epoch}, self.out / f"rank{trainer.global_rank}.pt")
+                    "epoch": trainer.current_epoch, "world_size": trainer.world_size, "seen": self.seen,
+                    "rng_at_start": self.rng_at_start}, self.out / f"rank{trainer.global_rank}.pt")
 
 
 class KillAtStep(L.Callback):
@@ -105,11 +129,12 @@ class KillAtStep(L.Callback):
 
 
 def fit(case: str, out: Path, max_steps: int, devices: int, ckpt: Optional[str], kill_at_step: Optional[int],
-        images: Optional[Path], num_workers: int) -> None:
+        images: Optional[Path], num_workers: int, nodes: int = 1) -> None:
     """One run of ``case`` to ``max_steps`` generator/optimizer steps (see the module docstring)."""
     L.seed_everything(5)
     model = CASES[case]()
-    data = _unpaired(devices, images, num_workers) if case == "cyclegan" else _toy(devices)
+    world = devices * nodes
+    data = _unpaired(world, images, num_workers) if case == "cyclegan" else _toy(world)
     callbacks: list[L.Callback] = [
         ModelCheckpoint(dirpath=out / "steps", filename="{epoch}-{step}", save_top_k=-1, save_last=True,
                         every_n_train_steps=EVERY_N_STEPS[case]),
@@ -119,9 +144,9 @@ def fit(case: str, out: Path, max_steps: int, devices: int, ckpt: Optional[str],
     ]
     if kill_at_step is not None:
         callbacks.append(KillAtStep(kill_at_step))
-    strategy = "ddp" if devices > 1 else "auto"
-    trainer = L.Trainer(accelerator="cpu", devices=devices, strategy=strategy, max_steps=max_steps, logger=False,
-                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+    strategy = "ddp" if world > 1 else "auto"
+    trainer = L.Trainer(accelerator="cpu", devices=devices, num_nodes=nodes, strategy=strategy, max_steps=max_steps,
+                        logger=False, enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
                         num_sanity_val_steps=0, default_root_dir=str(out), callbacks=callbacks)
     trainer.fit(model, data, ckpt_path=ckpt)
 
@@ -132,6 +157,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("out", type=Path)
     parser.add_argument("max_steps", type=int)
     parser.add_argument("--devices", type=int, default=None, help="1 or 2 CPU processes (the first run's; default 1)")
+    parser.add_argument("--nodes", type=int, default=None, help="simulated nodes (the first run's; default 1)")
     parser.add_argument("--ckpt", default=None, help="resume from this checkpoint")
     parser.add_argument("--kill-at-step", type=int, default=None)
     parser.add_argument("--images", type=Path, default=None, help="folder holding trainA/ and trainB/ (cyclegan)")
@@ -147,11 +173,11 @@ def main(argv: list[str]) -> None:
         else:
             chunks[-1].append(arg)
     runs = [_parser().parse_args(chunk) for chunk in chunks]
-    devices = runs[0].devices or 1
+    devices, nodes = runs[0].devices or 1, runs[0].nodes or 1
     images, num_workers = runs[0].images, runs[0].num_workers or 0
     for i, run in enumerate(runs):
-        if run.devices not in (None, devices):
-            raise SystemExit("every run of a chain uses the first run's --devices (one process group)")
+        if run.devices not in (None, devices) or run.nodes not in (None, nodes):
+            raise SystemExit("every run of a chain uses the first run's --devices and --nodes (one process group)")
         if run.kill_at_step is not None and i != len(runs) - 1:
             raise SystemExit("--kill-at-step ends the process: give it to the last run of the chain only")
         if run.ckpt is not None and not Path(run.ckpt).is_file():
@@ -159,7 +185,7 @@ def main(argv: list[str]) -> None:
             print(f"skipping the run into {run.out}: no checkpoint {run.ckpt}", flush=True)
             continue
         fit(run.case, run.out, run.max_steps, devices, run.ckpt, run.kill_at_step, run.images or images,
-            num_workers if run.num_workers is None else run.num_workers)
+            num_workers if run.num_workers is None else run.num_workers, nodes)
 
 
 if __name__ == "__main__":
