@@ -5,8 +5,9 @@ CycleGAN with the environment variables a scheduler sets (``MASTER_ADDR``, ``MAS
 Every run is ``tests/scripts/resume_case.py --nodes 2`` (see its docstring): the uninterrupted run, then a resume from
 the global rank 0's mid-epoch checkpoint on the same layout. Checked: the parameters are identical on both ranks at
 the end; each rank trained on its own half of the data in epoch 0 (the ``DistributedSampler`` Lightning puts in);
-the resume repeats the uninterrupted run bit for bit; and a checkpoint resumed on another number of processes (2 -> 1
-and 1 -> 2) warns and continues with fresh, distinct per-rank noise streams.
+the resume repeats the uninterrupted run bit for bit; a checkpoint resumed on another number of processes (2 -> 1 and
+1 -> 2) warns and continues with fresh, distinct per-rank noise streams; and ``lightning-gen fit`` with a shipped recipe
+on two nodes makes one W&B run and one checkpoint folder (global rank 0's), not one per node.
 """
 
 from __future__ import annotations
@@ -37,21 +38,21 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _launch_nodes(args: list[str], cwd: Path, torchrun: bool = False) -> list[subprocess.CompletedProcess]:
-    """Start the two "nodes" of ``resume_case.py ARGS --nodes 2`` on localhost (each in a session of its own, so a
-    timeout kills everything it started) and wait for both."""
+def _launch_nodes(argv: list[str], cwd: Path, torchrun: bool = False,
+                  wandb_mode: str = "disabled") -> list[subprocess.CompletedProcess]:
+    """Start two "nodes" of ``python ARGV`` on localhost (each in a session of its own, so a timeout kills
+    everything it started) and wait for both."""
     port, procs = _free_port(), []
     for node in (0, 1):
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": wandb_mode, "OMP_NUM_THREADS": "1"}
         if torchrun:
             cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
-                   "--node-rank", str(node), "--master-addr", "127.0.0.1", "--master-port", str(port), str(SCRIPT)]
+                   "--node-rank", str(node), "--master-addr", "127.0.0.1", "--master-port", str(port)]
         else:
             env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), NODE_RANK=str(node), LOCAL_RANK="0",
                        WORLD_SIZE="2")
-            cmd = [sys.executable, str(SCRIPT)]
-        # --nodes (like --devices) belongs to the chain's first run: CASE OUT MAX_STEPS --nodes 2 ...
-        procs.append(subprocess.Popen([*cmd, *args[:3], "--nodes", "2", *args[3:]], cwd=cwd, env=env, stdout=subprocess.PIPE,
+            cmd = [sys.executable]
+        procs.append(subprocess.Popen([*cmd, *argv], cwd=cwd, env=env, stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, text=True, start_new_session=True))
     results = []
     for proc in procs:
@@ -84,9 +85,11 @@ def multinode(tmp_path_factory: pytest.TempPathFactory, image_folders: Path) -> 
     root = tmp_path_factory.mktemp("multinode")
 
     def chain(case: str, *first_run_options: str) -> list[str]:
+        """resume_case.py's runs: the uninterrupted one, then the resume (--nodes, like --devices, goes first)."""
         steps, ckpt = CASES[case]
-        return [case, str(root / case / "full"), str(steps), *first_run_options, "--then", case,
-                str(root / case / "resumed"), str(steps), "--ckpt", str(root / case / "full" / "steps" / ckpt)]
+        return [str(SCRIPT), case, str(root / case / "full"), str(steps), "--nodes", "2", *first_run_options,
+                "--then", case, str(root / case / "resumed"), str(steps), "--ckpt",
+                str(root / case / "full" / "steps" / ckpt)]
 
     gan_ckpt = root / "gan" / "full" / "steps" / CASES["gan"][1]
     one_ckpt = root / "one" / "full" / "steps" / CASES["gan"][1]
@@ -178,3 +181,24 @@ def test_a_one_process_checkpoint_resumed_on_two_nodes_gives_each_rank_a_fresh_s
     _assert_nodes_equal(ranks)
     streams = [r["rng_at_start"] for r in ranks + fresh]
     assert all(not torch.equal(a, b) for i, a in enumerate(streams) for b in streams[i + 1:])
+
+
+@pytest.mark.slow
+def test_the_cli_on_two_nodes_makes_one_wandb_run_and_one_checkpoint_folder(tmp_path):
+    """``lightning-gen fit --trainer.num_nodes 2`` with a shipped recipe and the W&B logger (offline): the nodes agree
+    on one run; only the global rank 0 creates it and writes checkpoints and pictures."""
+    config = Path(__file__).resolve().parents[2] / "configs" / "gan" / "toy_ring.yaml"
+    argv = ["-m", "lightning_gen.cli", "fit", f"--config={config}", "--trainer.accelerator=cpu",
+            "--trainer.num_nodes=2", "--trainer.strategy=ddp", "--trainer.max_steps=6", "--data.train_size=2048",
+            "--trainer.enable_progress_bar=false", "--trainer.logger=lightning_gen.loggers.WandbLogger",
+            "--trainer.logger.save_dir=runs", "--trainer.logger.project=multinode"]
+    procs = _launch_nodes(argv, tmp_path, wandb_mode="offline")
+    output = _output(procs)
+    assert [p.returncode for p in procs] == [0, 0], output
+    assert "GLOBAL_RANK: 1" in procs[1].stdout + procs[1].stderr
+    runs = sorted((tmp_path / "runs" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1, output  # one W&B run for the job
+    (folder,) = (tmp_path / "runs" / "multinode").iterdir()  # <project>/<run id>: the one run's folder
+    assert runs[0].name.endswith(folder.name)
+    assert sorted(p.name for p in (folder / "checkpoints").iterdir()) == ["epoch=2-step=6.ckpt", "last.ckpt"]
+    assert torch.load(folder / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 6
