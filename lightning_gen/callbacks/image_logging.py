@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import lightning as L
 import numpy as np
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
-__all__ = ["image_dir", "log_image", "run_dir"]
+__all__ = ["image_dir", "log_image", "run_dir", "samples_collectively"]
 
 
 def run_dir(trainer: L.Trainer) -> Path:
@@ -54,3 +54,9 @@ def log_image(trainer: L.Trainer, key: str, image: np.ndarray, step: Optional[in
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(image).save(path)
     return path
+
+
+def samples_collectively(pl_module: Any) -> bool:
+    """Whether every rank must take part in the module's sampling (sharded nets, see
+    ``GenerativeModule.samples_collectively``): then a rank-0 picture is rendered on every rank and logged once."""
+    return bool(getattr(pl_module, "samples_collectively", False))

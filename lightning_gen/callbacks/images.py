@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lightning_gen.callbacks.image_logging import log_image
+from lightning_gen.callbacks.image_logging import log_image, samples_collectively
 
 __all__ = [
     "InterpolationCallback",
@@ -177,9 +177,11 @@ class PeriodicImageCallback(L.Callback):
         self._last_logged_step = self._last_step_seen = None
 
     def _log(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.is_global_zero:
+        if not (trainer.is_global_zero or samples_collectively(pl_module)):
             return
-        log_image(trainer, self.key, self.image(pl_module), step=trainer.global_step)
+        image = self.image(pl_module)  # on every rank when sampling is collective (sharded nets)
+        if trainer.is_global_zero:
+            log_image(trainer, self.key, image, step=trainer.global_step)
         self._last_logged_step = trainer.global_step
 
     def on_train_batch_end(
@@ -383,6 +385,10 @@ class InterpolationCallback(L.Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Log the grid on rank zero at the end of every ``every_n_epochs``-th epoch."""
-        if (trainer.current_epoch + 1) % self.every_n_epochs != 0 or not trainer.is_global_zero:
+        if (trainer.current_epoch + 1) % self.every_n_epochs != 0:
             return
-        log_image(trainer, self.key, grid_to_uint8(self.render(pl_module)), step=trainer.global_step)
+        if not (trainer.is_global_zero or samples_collectively(pl_module)):
+            return
+        grid = self.render(pl_module)  # on every rank when sampling is collective (sharded nets)
+        if trainer.is_global_zero:
+            log_image(trainer, self.key, grid_to_uint8(grid), step=trainer.global_step)

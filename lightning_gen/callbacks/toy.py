@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lightning_gen.callbacks.image_logging import log_image
+from lightning_gen.callbacks.image_logging import log_image, samples_collectively
 from lightning_gen.metrics.toy import ToyModeMetrics
 
 __all__ = ["ToyMetricsCallback", "ToyScatterCallback"]
@@ -145,10 +145,12 @@ class ToyScatterCallback(L.Callback):
         return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
     def _log(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.is_global_zero:
+        if not (trainer.is_global_zero or samples_collectively(pl_module)):
             return
         modes, _ = _mixture_of(trainer, self._modes, self._std)
-        log_image(trainer, "toy/samples", self.render(pl_module, modes, trainer.global_step))
+        picture = self.render(pl_module, modes, trainer.global_step)  # every rank renders when sampling is collective
+        if trainer.is_global_zero:
+            log_image(trainer, "toy/samples", picture)
         self._last_logged_step = trainer.global_step
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

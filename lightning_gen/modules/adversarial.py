@@ -251,7 +251,10 @@ class AdversarialModule(GenerativeModule):
         if not isinstance(strategy, (SingleDeviceStrategy, DDPStrategy)) and self.trainer.world_size > 1:
             raise NotImplementedError(
                 f"{type(self).__name__} supports single-device and DDP training (`strategy: ddp`); got "
-                f"{type(strategy).__name__}. Use `strategy: ddp` for several devices or nodes."
+                f"{type(strategy).__name__}. The games average each player's gradients themselves (one step per "
+                "player, under manual optimization), which sharded strategies (FSDP, ModelParallelStrategy, "
+                "DeepSpeed) would have to do instead. Use `strategy: ddp` for several devices or nodes; see "
+                "docs/scaling.md."
             )
         if stage == "fit":
             self._make_scalers()

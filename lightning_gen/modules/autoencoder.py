@@ -52,6 +52,8 @@ _LIKELIHOODS = ("bernoulli", "gaussian")
 class _LatentVariableModule(SingleObjectiveModule):
     """What autoencoders and VAEs share: nets, the data range, decoding to data space, ``generate``/``noise``."""
 
+    supports_sharding = True  # every net runs through its forward (lightning_gen.modules.sharding)
+
     def _init_nets(
         self, encoder: nn.Module, decoder: nn.Module, likelihood: str, data_range: Optional[Sequence[float]]
     ) -> None:

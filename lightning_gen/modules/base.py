@@ -22,6 +22,7 @@ from torch import Tensor
 from lightning_gen.checks import value_checks
 from lightning_gen.modules.compile import CompileOption, compile_nets, compile_options
 from lightning_gen.modules.finite import FiniteLossGuard, NonFiniteLoss, reads_for_free
+from lightning_gen.modules.sharding import average_replicated_gradients, data_parallel_mesh, shard_nets
 from lightning_gen.schedulers import fit_schedule_to_run
 
 __all__ = [
@@ -137,6 +138,12 @@ class GenerativeModule(L.LightningModule):
         Subclasses that override this hook must call ``super().configure_model()``.
         """
         compile_nets(self.nets_to_compile(), self.compile_options)
+
+    @property
+    def samples_collectively(self) -> bool:
+        """Whether :meth:`sample` is collective: under sharded training each net gathers its parameters when it
+        is called, so every rank must sample together (a callback that draws pictures on rank 0 draws on all)."""
+        return getattr(self, "_replicated_params", None) is not None
 
     def sample(self, num_samples: int, generator: Optional[torch.Generator] = None, **condition: Any) -> Tensor:
         """Draw ``num_samples`` samples of the data's shape; a seeded ``generator`` makes them reproducible."""
@@ -456,6 +463,23 @@ class SingleObjectiveModule(GenerativeModule):
 
     detect_non_finite: bool = True
     progress_bar_keys: tuple[str, ...] = ("train/loss",)
+    # whether ``ModelParallelStrategy`` may shard the nets (lightning_gen.modules.sharding: nets that run only
+    # through ``forward``); families that may not are refused with the reason in ``sharding_refusal``
+    supports_sharding: bool = False
+    sharding_refusal: str = "its nets are not known to run only through their forward"
+
+    def configure_model(self) -> None:
+        """Under ``ModelParallelStrategy``, shard each net over the data-parallel ranks (FSDP2 ``fully_shard``; see
+        :mod:`lightning_gen.modules.sharding`) once; then compile (see :meth:`GenerativeModule.configure_model`)."""
+        mesh = self.device_mesh
+        if mesh is not None and getattr(self, "_replicated_params", None) is None:
+            if not self.supports_sharding:
+                raise NotImplementedError(
+                    f"{type(self).__name__} cannot be sharded (ModelParallelStrategy / FSDP): {self.sharding_refusal}. "
+                    "Use `strategy: ddp` for several devices or nodes; see docs/scaling.md."
+                )
+            self._replicated_params = shard_nets(self, data_parallel_mesh(mesh, type(self).__name__))
+        super().configure_model()
 
     def _init_objective(
         self,
@@ -539,6 +563,8 @@ class SingleObjectiveModule(GenerativeModule):
         """Bring the finite-loss flag up to date before the update (a fused optimizer reads it in its kernel).
         Subclasses that override this hook must call ``super().on_before_optimizer_step(optimizer)``."""
         super().on_before_optimizer_step(optimizer)
+        if getattr(self, "_replicated_params", None):  # sharded nets: the module's own parameters are whole copies
+            average_replicated_gradients(self._replicated_params)
         if self.detect_non_finite and not self._loss_scaled():
             self._finite_guard.update_skip()
 

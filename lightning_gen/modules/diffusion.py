@@ -54,6 +54,8 @@ class DDPM(SingleObjectiveModule):
     :class:`~lightning_gen.GuidedDDPM` (classifier-free guidance).
     """
 
+    supports_sharding = True  # every net runs through its forward (lightning_gen.modules.sharding)
+
     _conditional = False  # whether the denoiser takes labels (GuidedDDPM)
 
     def __init__(

@@ -66,6 +66,8 @@ class RBM(SingleObjectiveModule):
     ``test/log_partition_ess`` (how many AIS runs carry the estimate: near 1, the error is unreliable).
     """
 
+    sharding_refusal = "Gibbs sampling and the free energy read the RBM's weights directly, outside any forward"
+
     progress_bar_keys = ("train/reconstruction_error",)
 
     def __init__(

@@ -54,6 +54,8 @@ class ScoreModel(SingleObjectiveModule):
     data_scale`` and multiplies the samples back; ``clip_denoised`` clamps the samples to [-1, 1] (images).
     """
 
+    supports_sharding = True  # every net runs through its forward (lightning_gen.modules.sharding)
+
     def __init__(
         self,
         net: nn.Module,

@@ -6,9 +6,16 @@ import copy
 from typing import Any, Iterable, Optional, Sequence
 
 import torch
-from torch import nn
+from torch import Tensor, nn
+from torch.distributed.fsdp import FSDPModule
+from torch.distributed.tensor import DTensor
 
 __all__ = ["ExponentialMovingAverage"]
+
+
+def _local(tensor: Tensor) -> Tensor:
+    """This rank's shard of a sharded (DTensor) parameter; a plain tensor as it is."""
+    return tensor.to_local() if isinstance(tensor, DTensor) else tensor
 
 
 class ExponentialMovingAverage(nn.Module):
@@ -54,8 +61,13 @@ class ExponentialMovingAverage(nn.Module):
         if self._updates is None:
             self._updates = int(self.num_updates)
         decay = self._decay(self._updates)
-        ema_params = list(self.module.parameters())
-        params = [p.detach() for p in net.parameters()]
+        # sharded nets (lightning_gen.modules.sharding): the average and the net are sharded alike, so each rank
+        # updates its own shards; a sharded net that ran forward without a backward (sampling) is still gathered
+        for sharded in (self.module, net):
+            if isinstance(sharded, FSDPModule):
+                sharded.reshard()
+        ema_params = [_local(p) for p in self.module.parameters()]
+        params = [_local(p.detach()) for p in net.parameters()]
         if len(ema_params) != len(params):
             raise ValueError("ExponentialMovingAverage.update got a net with a different architecture")
         torch._foreach_lerp_(ema_params, params, 1.0 - decay)

@@ -1,0 +1,107 @@
+"""Sharded training (``ModelParallelStrategy`` with FSDP2 ``fully_shard`` per net) of the single-objective families
+on 2 CPU processes (gloo): tests/scripts/fsdp_likelihood.py trains the VAE and DDPM (with EMA) under DDP and sharded
+from the same seed; sharded training must end where DDP ends, its full-state-dict checkpoint must load into a plain
+model, and resuming it must go on as DDP does. RealNVP, the adversarial games and a tensor-parallel layout are
+refused with errors that say what to use."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import ScriptRun, run_script
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "fsdp_likelihood.py"
+
+
+@pytest.fixture(scope="module")
+def sharded_runs(tmp_path_factory: pytest.TempPathFactory) -> ScriptRun:
+    out = tmp_path_factory.mktemp("fsdp")
+    return ScriptRun(run_script(SCRIPT, str(out), cwd=out, timeout=300), out)
+
+
+def _load(run: ScriptRun, name: str) -> list[dict]:
+    assert run.proc.returncode == 0, run.proc.stdout[-3000:] + run.proc.stderr[-3000:]
+    return [torch.load(run.out / f"{name}_rank{r}.pt", weights_only=False) for r in (0, 1)]
+
+
+def _assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], what: str) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=f"{what}: {key}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["vae", "ddpm"])
+def test_sharded_training_ends_where_ddp_ends_with_every_net_sharded(case, sharded_runs):
+    """Same seed, same per-rank shards and noise: gathered sharded weights (the DDPM's EMA too) equal DDP's."""
+    ddp, sharded = _load(sharded_runs, f"{case}_ddp"), _load(sharded_runs, f"{case}_sharded")
+    for rank in (0, 1):
+        assert sharded[rank]["global_step"] == ddp[rank]["global_step"] == 20
+        _assert_same(ddp[rank]["state_dict"], sharded[rank]["state_dict"], f"{case} rank {rank}")
+    params = sharded[0]["sharded"]
+    if case == "vae":  # every net's parameters are sharded; the VAE's own output log-variance stays whole
+        assert {k.split(".")[0] for k in params} == {"encoder", "decoder"}
+        assert "decoder_logvar" not in params and "decoder_logvar" in sharded[0]["state_dict"]
+    else:  # the denoiser and its EMA copy, sharded alike
+        assert any(k.startswith("denoiser.") for k in params) and any(k.startswith("denoiser_ema.") for k in params)
+    init = _initial_state(case)
+    assert any(not torch.equal(init[k], sharded[0]["state_dict"][k]) for k in params)  # it really trained
+
+
+def _initial_state(case: str) -> dict[str, torch.Tensor]:
+    sys.path.insert(0, str(SCRIPT.parent))
+    import lightning as L
+    from resume_case import CASES
+
+    L.seed_everything(5)
+    return CASES[case]().state_dict()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["vae", "ddpm"])
+def test_a_sharded_checkpoint_holds_the_full_state_dict_and_loads_into_a_plain_model(case, sharded_runs):
+    gathered = _load(sharded_runs, f"{case}_sharded")[0]["state_dict"]
+    checkpoint = torch.load(sharded_runs.out / f"{case}_sharded.ckpt", weights_only=False)
+    sys.path.insert(0, str(SCRIPT.parent))
+    from resume_case import CASES
+
+    model = CASES[case]()
+    model.load_state_dict(checkpoint["state_dict"])  # plain tensors, full shapes: no process group needed
+    _assert_same(gathered, model.state_dict(), f"{case} checkpoint")
+    assert model.sample(5, generator=torch.Generator().manual_seed(0)).shape == (5, 2)
+
+
+@pytest.mark.slow
+def test_resuming_a_sharded_checkpoint_goes_on_as_ddp_resuming_it(sharded_runs):
+    ddp, sharded = _load(sharded_runs, "ddpm_resumed_ddp"), _load(sharded_runs, "ddpm_resumed_sharded")
+    for rank in (0, 1):
+        assert ddp[rank]["global_step"] == sharded[rank]["global_step"] == 30
+        _assert_same(ddp[rank]["state_dict"], sharded[rank]["state_dict"], f"resumed rank {rank}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case, words", [
+    ("realnvp", ["RealNVP cannot be sharded", "inverse()", "strategy: ddp", "docs/scaling.md"]),
+    ("gan", ["GAN", "ModelParallelStrategy", "strategy: ddp", "docs/scaling.md"]),
+    ("tensor_parallel", ["tensor-parallel", "tensor_parallel_size=1", "data_parallel_size"]),
+])
+def test_what_cannot_be_sharded_is_refused_with_what_to_use(case, words, sharded_runs):
+    assert sharded_runs.proc.returncode == 0, sharded_runs.proc.stderr[-3000:]
+    for rank in (0, 1):
+        message = (sharded_runs.out / f"refused_{case}_rank{rank}.txt").read_text()
+        assert all(word in message for word in words), message
+
+
+@pytest.mark.slow
+def test_pictures_and_metrics_sample_on_every_rank_under_sharding_and_are_logged_once(sharded_runs):
+    """Sampling gathers each sharded net on every rank together, so a rank-0 picture is drawn on all ranks (drawn on
+    rank 0 alone it would wait for ever); the EMA copy, left gathered by sampling, is resharded before its update."""
+    assert sharded_runs.proc.returncode == 0, sharded_runs.proc.stderr[-3000:]
+    run = sharded_runs.out / "pictures" / "version_0"
+    assert sorted(p.name for p in (run / "images").iterdir()) == ["toy_samples_step15.png", "toy_samples_step16.png"]
+    header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"val/modes_covered", "val/hq_percent", "val/reverse_kl"} <= set(header)

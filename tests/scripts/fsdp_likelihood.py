@@ -1,0 +1,95 @@
+"""Train the VAE and DDPM (with EMA) cases of resume_case.py on 2 CPU processes, first under ``strategy="ddp"``, then
+sharded (``ModelParallelStrategy``: FSDP2 ``fully_shard`` per net, gloo), from the same seed; each rank saves the
+full (gathered) state of both runs, and the sharded run's checkpoint (a full state dict, written by rank 0). The
+DDPM checkpoint is then resumed for 10 more steps under both strategies. A sharded DDPM run with a toy scatter plot
+and toy metrics (sampling is collective there) logs to ``OUT/pictures/version_0``.
+
+Run as a script (Lightning re-launches it for rank 1): ``python tests/scripts/fsdp_likelihood.py OUT_DIR``.
+Also refused under sharding, each with its error saved: RealNVP and a GAN (``OUT/refused_<case>.txt``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import lightning as L
+import torch
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.strategies import ModelParallelStrategy
+from torch.distributed.tensor import DTensor
+
+from ddp_common import run
+from resume_case import CASES, _toy
+
+from lightning_gen import RealNVP
+from lightning_gen.callbacks import ToyMetricsCallback, ToyScatterCallback
+from lightning_gen.nets import VectorRealNVP
+
+STEPS = 20
+
+
+def sharded(**kwargs) -> ModelParallelStrategy:
+    """Every process data-parallel (these families do no tensor parallelism), full-state-dict checkpoints."""
+    return ModelParallelStrategy(data_parallel_size=2, tensor_parallel_size=1, save_distributed_checkpoint=False,
+                                 **kwargs)
+
+
+class SaveGathered(L.Callback):
+    """Each rank saves the module's full state (sharded tensors gathered: a collective) to ``OUT/<name>_rank<r>.pt``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        state = {k: (v.full_tensor() if isinstance(v, DTensor) else v).detach().clone()
+                 for k, v in pl_module.state_dict().items()}
+        sharded = sorted(k for k, v in pl_module.state_dict().items() if isinstance(v, DTensor))
+        torch.save({"state_dict": state, "sharded": sharded, "global_step": trainer.global_step},
+                   self.path.with_name(f"{self.path.name}_rank{trainer.global_rank}.pt"))
+
+
+def _fit(model: L.LightningModule, strategy, out: Path, name: str, ckpt_path: Optional[Path] = None,
+         max_steps: int = STEPS) -> L.Trainer:
+    trainer = L.Trainer(accelerator="cpu", devices=2, strategy=strategy, max_steps=max_steps, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        limit_val_batches=0, num_sanity_val_steps=0, default_root_dir=str(out),
+                        callbacks=[SaveGathered(out / name)])
+    trainer.fit(model, _toy(2), ckpt_path=ckpt_path)
+    return trainer
+
+
+def main(out: Path) -> None:
+    torch.set_num_threads(1)
+    for case in ("vae", "ddpm"):
+        L.seed_everything(5)
+        _fit(CASES[case](), "ddp", out, f"{case}_ddp")
+        L.seed_everything(5)
+        trainer = _fit(CASES[case](), sharded(), out, f"{case}_sharded")
+        trainer.save_checkpoint(out / f"{case}_sharded.ckpt")
+    for name, strategy in (("ddp", "ddp"), ("sharded", sharded())):  # both resume the sharded run's checkpoint
+        L.seed_everything(5)
+        _fit(CASES["ddpm"](), strategy, out, f"ddpm_resumed_{name}", out / "ddpm_sharded.ckpt", STEPS + 10)
+    # sampling is collective under sharding: the pictures rank 0 logs are drawn on every rank, the metrics too
+    L.seed_everything(5)
+    trainer = L.Trainer(accelerator="cpu", devices=2, strategy=sharded(), max_steps=16, check_val_every_n_epoch=1,
+                        limit_val_batches=2, num_sanity_val_steps=0, enable_progress_bar=False,
+                        enable_model_summary=False, enable_checkpointing=False,
+                        logger=CSVLogger(out, name="pictures", version=0),
+                        callbacks=[ToyScatterCallback(every_n_epochs=1, num_samples=200),
+                                   ToyMetricsCallback(num_samples=501)])
+    trainer.fit(CASES["ddpm"](), _toy(2))
+    flow = RealNVP(VectorRealNVP(2, num_couplings=2, hidden_dims=(8,)))
+    for case, model in (("realnvp", flow), ("gan", CASES["gan"]())):
+        try:
+            _fit(model, sharded(), out, f"{case}_sharded")
+        except NotImplementedError as err:
+            (out / f"refused_{case}_rank{torch.distributed.get_rank()}.txt").write_text(str(err))
+    try:  # the strategy's default layout: the processes of a node tensor-parallel, fed the same batches
+        _fit(CASES["vae"](), ModelParallelStrategy(), out, "vae_default_layout")
+    except NotImplementedError as err:
+        (out / f"refused_tensor_parallel_rank{torch.distributed.get_rank()}.txt").write_text(str(err))
+
+
+if __name__ == "__main__":
+    run(main)
