@@ -35,7 +35,7 @@ def _assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], what: s
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case", ["vae", "ddpm"])
+@pytest.mark.parametrize("case", ["vae", "ddpm", "score"])
 def test_sharded_training_ends_where_ddp_ends_with_every_net_sharded(case, sharded_runs):
     """Same seed, same per-rank shards and noise: gathered sharded weights (the DDPM's EMA too) equal DDP's."""
     ddp, sharded = _load(sharded_runs, f"{case}_ddp"), _load(sharded_runs, f"{case}_sharded")
@@ -46,8 +46,9 @@ def test_sharded_training_ends_where_ddp_ends_with_every_net_sharded(case, shard
     if case == "vae":  # every net's parameters are sharded; the VAE's own output log-variance stays whole
         assert {k.split(".")[0] for k in params} == {"encoder", "decoder"}
         assert "decoder_logvar" not in params and "decoder_logvar" in sharded[0]["state_dict"]
-    else:  # the denoiser and its EMA copy, sharded alike
-        assert any(k.startswith("denoiser.") for k in params) and any(k.startswith("denoiser_ema.") for k in params)
+    else:  # the net and its EMA copy, sharded alike
+        net = {"ddpm": "denoiser", "score": "net"}[case]
+        assert {k.split(".")[0] for k in params} == {net, f"{net}_ema"}
     init = _initial_state(case)
     assert any(not torch.equal(init[k], sharded[0]["state_dict"][k]) for k in params)  # it really trained
 
@@ -55,10 +56,10 @@ def test_sharded_training_ends_where_ddp_ends_with_every_net_sharded(case, shard
 def _initial_state(case: str) -> dict[str, torch.Tensor]:
     sys.path.insert(0, str(SCRIPT.parent))
     import lightning as L
-    from resume_case import CASES
+    from fsdp_likelihood import MODELS
 
     L.seed_everything(5)
-    return CASES[case]().state_dict()
+    return MODELS[case]().state_dict()
 
 
 @pytest.mark.slow

@@ -1,4 +1,4 @@
-"""Train the VAE and DDPM (with EMA) cases of resume_case.py on 2 CPU processes, first under ``strategy="ddp"``, then
+"""Train the VAE and DDPM (with EMA) cases of resume_case.py and a score model (with EMA) on 2 CPU processes, first under ``strategy="ddp"``, then
 sharded (``ModelParallelStrategy``: FSDP2 ``fully_shard`` per net, gloo), from the same seed; each rank saves the
 full (gathered) state of both runs, and the sharded run's checkpoint (a full state dict, written by rank 0). The
 DDPM checkpoint is then resumed for 10 more steps under both strategies. A sharded DDPM run with a toy scatter plot
@@ -22,11 +22,13 @@ from torch.distributed.tensor import DTensor
 from ddp_common import run
 from resume_case import CASES, _toy
 
-from lightning_gen import RealNVP
+from lightning_gen import RealNVP, ScoreModel
 from lightning_gen.callbacks import ToyMetricsCallback, ToyScatterCallback
-from lightning_gen.nets import VectorRealNVP
+from lightning_gen.nets import MLPDenoiser, VectorRealNVP
 
 STEPS = 20
+MODELS = {**CASES, "score": lambda: ScoreModel(MLPDenoiser(2, (16,), 8), sigma_max=2.0, num_levels=4, ema_decay=0.9,
+                                               steps_per_level=2)}
 
 
 def sharded(**kwargs) -> ModelParallelStrategy:
@@ -61,11 +63,11 @@ def _fit(model: L.LightningModule, strategy, out: Path, name: str, ckpt_path: Op
 
 def main(out: Path) -> None:
     torch.set_num_threads(1)
-    for case in ("vae", "ddpm"):
+    for case in ("vae", "ddpm", "score"):
         L.seed_everything(5)
-        _fit(CASES[case](), "ddp", out, f"{case}_ddp")
+        _fit(MODELS[case](), "ddp", out, f"{case}_ddp")
         L.seed_everything(5)
-        trainer = _fit(CASES[case](), sharded(), out, f"{case}_sharded")
+        trainer = _fit(MODELS[case](), sharded(), out, f"{case}_sharded")
         trainer.save_checkpoint(out / f"{case}_sharded.ckpt")
     for name, strategy in (("ddp", "ddp"), ("sharded", sharded())):  # both resume the sharded run's checkpoint
         L.seed_everything(5)
