@@ -596,9 +596,37 @@ class SingleObjectiveModule(GenerativeModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self._scheduler_factory(optimizer), "interval": "step"}}
 
 
+def is_sharded_checkpoint(path: Union[str, Path]) -> bool:
+    """Whether ``path`` is the folder of per-rank shards that sharded training (``ModelParallelStrategy``, FSDP)
+    writes by default (``torch.distributed.checkpoint`` files and Lightning's ``meta.pt``)."""
+    path = Path(path)
+    return path.is_dir() and (path / "meta.pt").is_file() and any(path.glob("*.distcp"))
+
+
+def _read_sharded_checkpoint(path: Path) -> dict[str, Any]:
+    """A sharded checkpoint folder's contents with the model's full state dict gathered from the shards (in this
+    process, no process group); the optimizer shards are left out, so it loads weights, not a resumable run."""
+    import tempfile
+
+    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+    checkpoint = torch.load(path / "meta.pt", map_location="cpu", weights_only=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        dcp_to_torch_save(path, Path(tmp) / "full.pt")
+        full = torch.load(Path(tmp) / "full.pt", map_location="cpu", weights_only=True)
+    checkpoint["state_dict"] = full["state_dict"]
+    return checkpoint
+
+
 def read_checkpoint(checkpoint_path: Union[str, Path]) -> dict[str, Any]:
-    """The checkpoint's contents (tensors on the CPU); a missing, truncated or foreign file raises an error naming it."""
+    """The checkpoint's contents (tensors on the CPU); a missing, truncated or foreign file raises an error naming it.
+    A sharded checkpoint folder (:func:`is_sharded_checkpoint`) is read with its model weights gathered."""
     path = Path(checkpoint_path)
+    if is_sharded_checkpoint(path):
+        return _read_sharded_checkpoint(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{str(path)!r} is a folder without a sharded checkpoint in it (no meta.pt and "
+                                "*.distcp files): pass the path of a .ckpt file or of a sharded checkpoint's folder.")
     if not path.is_file():
         raise FileNotFoundError(f"No checkpoint at {str(path)!r}.")
     try:
@@ -676,6 +704,13 @@ def load_model(
     elif not (isinstance(model_cls, type) and issubclass(model_cls, expected)):
         raise TypeError(f"{str(path)!r} holds a {hparams['_class_path']}, which is not a {expected.__name__}.")
     try:
+        if is_sharded_checkpoint(path):  # Lightning reads single files: hand it the gathered weights as one
+            import tempfile
+
+            with tempfile.TemporaryDirectory() as tmp:
+                torch.save(read_checkpoint(path), Path(tmp) / "gathered.ckpt")
+                return model_cls.load_from_checkpoint(Path(tmp) / "gathered.ckpt", map_location=map_location,
+                                                      **kwargs)
         return model_cls.load_from_checkpoint(path, map_location=map_location, **kwargs)
     except Exception as err:
         message = f"Loading {model_cls.__name__} from {str(path)!r} failed: {err}"

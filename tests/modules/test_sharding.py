@@ -106,3 +106,31 @@ def test_pictures_and_metrics_sample_on_every_rank_under_sharding_and_are_logged
     assert sorted(p.name for p in (run / "images").iterdir()) == ["toy_samples_step15.png", "toy_samples_step16.png"]
     header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"val/modes_covered", "val/hq_percent", "val/reverse_kl"} <= set(header)
+
+
+@pytest.mark.slow
+def test_a_sharded_checkpoint_folder_loads_with_its_weights_gathered(sharded_runs):
+    """``ModelParallelStrategy``'s default checkpoint is a folder of per-rank shards (Lightning's
+    consolidate_checkpoint reads only FSDPStrategy's): read_checkpoint and ``VAE.load`` gather it in one process."""
+    from lightning_gen import VAE
+    from lightning_gen.modules.base import is_sharded_checkpoint, read_checkpoint
+
+    folder = sharded_runs.out / "vae_distributed.ckpt"
+    assert is_sharded_checkpoint(folder) and not is_sharded_checkpoint(sharded_runs.out / "vae_sharded.ckpt")
+    full = torch.load(sharded_runs.out / "vae_sharded.ckpt", weights_only=False)["state_dict"]
+    gathered = read_checkpoint(folder)
+    assert gathered["global_step"] == 20
+    _assert_same(full, gathered["state_dict"], "gathered shards")
+    sys.path.insert(0, str(SCRIPT.parent))
+    from fsdp_likelihood import MODELS
+
+    nets = MODELS["vae"]()
+    model = VAE.load(folder, encoder=nets.encoder, decoder=nets.decoder)
+    _assert_same(full, model.state_dict(), "VAE.load of the folder")
+
+
+def test_a_folder_without_a_sharded_checkpoint_is_refused_with_what_to_pass(tmp_path):
+    from lightning_gen.modules.base import read_checkpoint
+
+    with pytest.raises(IsADirectoryError, match="folder without a sharded checkpoint.*meta.pt"):
+        read_checkpoint(tmp_path)

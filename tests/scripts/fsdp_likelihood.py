@@ -69,6 +69,9 @@ def main(out: Path) -> None:
         L.seed_everything(5)
         trainer = _fit(MODELS[case](), sharded(), out, f"{case}_sharded")
         trainer.save_checkpoint(out / f"{case}_sharded.ckpt")
+        if case == "vae":  # the strategy's default: a folder of per-rank shards (torch.distributed.checkpoint)
+            trainer.strategy._save_distributed_checkpoint = True
+            trainer.save_checkpoint(out / "vae_distributed.ckpt")
     for name, strategy in (("ddp", "ddp"), ("sharded", sharded())):  # both resume the sharded run's checkpoint
         L.seed_everything(5)
         _fit(CASES["ddpm"](), strategy, out, f"ddpm_resumed_{name}", out / "ddpm_sharded.ckpt", STEPS + 10)
