@@ -6,8 +6,9 @@ Every run is ``tests/scripts/resume_case.py --nodes 2`` (see its docstring): the
 the global rank 0's mid-epoch checkpoint on the same layout. Checked: the parameters are identical on both ranks at
 the end; each rank trained on its own half of the data in epoch 0 (the ``DistributedSampler`` Lightning puts in);
 the resume repeats the uninterrupted run bit for bit; a checkpoint resumed on another number of processes (2 -> 1 and
-1 -> 2) warns and continues with fresh, distinct per-rank noise streams; and ``lightning-gen fit`` with a shipped recipe
-on two nodes makes one W&B run and one checkpoint folder (global rank 0's), not one per node.
+1 -> 2) warns and continues with fresh, distinct per-rank noise streams. The cluster launch scripts in examples/cluster run
+a shipped recipe on two nodes: torchrun_fit.sh (one W&B run and one checkpoint folder, global rank 0's, not one per
+node) and slurm_fit.sbatch under a simulated ``srun``.
 """
 
 from __future__ import annotations
@@ -38,11 +39,33 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _run_together(commands: list[tuple[list[str], dict[str, str]]], cwd: Path) -> list[subprocess.CompletedProcess]:
+    """Run the ``(command, environment)`` pairs at once, each in a session of its own (a timeout kills everything
+    they started) with its output in a file (a full pipe cannot stall a node that the other node waits for)."""
+    procs, logs = [], []
+    for i, (cmd, env) in enumerate(commands):
+        logs.append((cwd / f".node{i}_{_free_port()}.out", cwd / f".node{i}_{_free_port()}.err"))
+        with open(logs[-1][0], "w") as out, open(logs[-1][1], "w") as err:
+            procs.append(subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=err, text=True,
+                                          start_new_session=True))
+    timed_out = False
+    for proc in procs:
+        try:
+            proc.wait(timeout=TIMEOUT)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            for p in procs:
+                os.killpg(p.pid, signal.SIGKILL)
+            proc.wait()
+    note = f"\n[test] a node ran past {TIMEOUT} s and every node's process group was killed" if timed_out else ""
+    return [subprocess.CompletedProcess(p.args, p.returncode, out.read_text(), err.read_text() + note)
+            for p, (out, err) in zip(procs, logs)]
+
+
 def _launch_nodes(argv: list[str], cwd: Path, torchrun: bool = False,
                   wandb_mode: str = "disabled") -> list[subprocess.CompletedProcess]:
-    """Start two "nodes" of ``python ARGV`` on localhost (each in a session of its own, so a timeout kills
-    everything it started) and wait for both."""
-    port, procs = _free_port(), []
+    """Run two "nodes" of ``python ARGV`` on localhost: with a scheduler's environment variables, or ``torchrun``."""
+    port, commands = _free_port(), []
     for node in (0, 1):
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": wandb_mode, "OMP_NUM_THREADS": "1"}
         if torchrun:
@@ -52,19 +75,8 @@ def _launch_nodes(argv: list[str], cwd: Path, torchrun: bool = False,
             env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), NODE_RANK=str(node), LOCAL_RANK="0",
                        WORLD_SIZE="2")
             cmd = [sys.executable]
-        procs.append(subprocess.Popen([*cmd, *argv], cwd=cwd, env=env, stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, text=True, start_new_session=True))
-    results = []
-    for proc in procs:
-        try:
-            out, err = proc.communicate(timeout=TIMEOUT)
-        except subprocess.TimeoutExpired:
-            for p in procs:
-                os.killpg(p.pid, signal.SIGKILL)
-            out, err = proc.communicate()
-            err += f"\n[test] the node ran past {TIMEOUT} s and every node's process group was killed"
-        results.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
-    return results
+        commands.append(([*cmd, *argv], env))
+    return _run_together(commands, cwd)
 
 
 def _launch_one(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -183,22 +195,68 @@ def test_a_one_process_checkpoint_resumed_on_two_nodes_gives_each_rank_a_fresh_s
     assert all(not torch.equal(a, b) for i, a in enumerate(streams) for b in streams[i + 1:])
 
 
+ROOT = Path(__file__).resolve().parents[2]
+SHORT_RUN = ["--trainer.max_steps=6", "--data.train_size=2048", "--trainer.enable_progress_bar=false"]
+
+
+def _script_env(**extra: str) -> dict[str, str]:
+    """The environment of an example launch script: the test's Python first on PATH (``lightning-gen``), one thread,
+    a shipped toy recipe on the CPU."""
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    return {**os.environ, "PATH": path, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "ACCELERATOR": "cpu",
+            "CONFIG": str(ROOT / "configs" / "gan" / "toy_ring.yaml"), **extra}
+
+
 @pytest.mark.slow
-def test_the_cli_on_two_nodes_makes_one_wandb_run_and_one_checkpoint_folder(tmp_path):
-    """``lightning-gen fit --trainer.num_nodes 2`` with a shipped recipe and the W&B logger (offline): the nodes agree
-    on one run; only the global rank 0 creates it and writes checkpoints and pictures."""
-    config = Path(__file__).resolve().parents[2] / "configs" / "gan" / "toy_ring.yaml"
-    argv = ["-m", "lightning_gen.cli", "fit", f"--config={config}", "--trainer.accelerator=cpu",
-            "--trainer.num_nodes=2", "--trainer.strategy=ddp", "--trainer.max_steps=6", "--data.train_size=2048",
-            "--trainer.enable_progress_bar=false", "--trainer.logger=lightning_gen.loggers.WandbLogger",
-            "--trainer.logger.save_dir=runs", "--trainer.logger.project=multinode"]
-    procs = _launch_nodes(argv, tmp_path, wandb_mode="offline")
-    output = _output(procs)
-    assert [p.returncode for p in procs] == [0, 0], output
-    assert "GLOBAL_RANK: 1" in procs[1].stdout + procs[1].stderr
+def test_the_torchrun_example_on_two_nodes_makes_one_wandb_run_and_one_checkpoint_folder(tmp_path):
+    """examples/cluster/torchrun_fit.sh, run once per "node" (NODE_RANK 0 and 1) with a shipped recipe and the W&B
+    logger (offline): the nodes agree on one run; only the global rank 0 creates it and writes checkpoints."""
+    port = str(_free_port())
+    args = [*SHORT_RUN, "--trainer.logger=lightning_gen.loggers.WandbLogger", "--trainer.logger.save_dir=runs",
+            "--trainer.logger.project=multinode"]
+    script = ["bash", str(ROOT / "examples" / "cluster" / "torchrun_fit.sh"), *args]
+    results = _run_together([(script, _script_env(MASTER_ADDR="127.0.0.1", MASTER_PORT=port, NODE_RANK=str(node),
+                                                   NNODES="2", WANDB_MODE="offline")) for node in (0, 1)], tmp_path)
+    output = _output(results)
+    assert [p.returncode for p in results] == [0, 0], output
+    assert "GLOBAL_RANK: 1" in results[1].stdout + results[1].stderr  # the second node really was global rank 1
     runs = sorted((tmp_path / "runs" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1, output  # one W&B run for the job
     (folder,) = (tmp_path / "runs" / "multinode").iterdir()  # <project>/<run id>: the one run's folder
     assert runs[0].name.endswith(folder.name)
     assert sorted(p.name for p in (folder / "checkpoints").iterdir()) == ["epoch=2-step=6.ckpt", "last.ckpt"]
     assert torch.load(folder / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 6
+
+
+FAKE_SRUN = """#!/bin/bash
+# srun as SLURM runs a job step: SLURM_NNODES x SLURM_NTASKS_PER_NODE tasks, each with its task variables
+n=$((SLURM_NNODES * SLURM_NTASKS_PER_NODE)); pids=()
+for ((i = 0; i < n; i++)); do
+    SLURM_NTASKS=$n SLURM_PROCID=$i SLURM_LOCALID=$((i % SLURM_NTASKS_PER_NODE)) \
+        SLURM_NODEID=$((i / SLURM_NTASKS_PER_NODE)) "$@" > "task$i.log" 2>&1 &
+    pids+=($!)
+done
+rc=0; for pid in "${pids[@]}"; do wait "$pid" || rc=$?; done; exit $rc
+"""
+
+
+@pytest.mark.slow
+def test_the_slurm_example_runs_on_two_nodes_under_a_simulated_srun(tmp_path):
+    """examples/cluster/slurm_fit.sbatch with SLURM's job variables and an ``srun`` that starts one task per node:
+    Lightning's SLURM environment ranks the tasks, and global rank 0 writes the run's checkpoints."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text(FAKE_SRUN)
+    (bin_dir / "srun").chmod(0o755)
+    env = _script_env(SLURM_NNODES="2", SLURM_NTASKS_PER_NODE="1", SLURM_JOB_ID="4242", SLURM_JOB_NAME="lg",
+                      SLURM_NODELIST="localhost", MASTER_PORT=str(_free_port()), WANDB_MODE="disabled")
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
+    proc = subprocess.run(["bash", str(ROOT / "examples" / "cluster" / "slurm_fit.sbatch"), *SHORT_RUN,
+                           "--trainer.logger=false"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=TIMEOUT, start_new_session=True)
+    logs = [(tmp_path / f"task{i}.log").read_text() for i in (0, 1)]
+    assert proc.returncode == 0, proc.stderr[-2000:] + "\n".join(log[-3000:] for log in logs)
+    for rank, log in enumerate(logs):
+        assert f"GLOBAL_RANK: {rank}, MEMBER: {rank + 1}/2" in log
+    (ckpt,) = (tmp_path / "runs" / "slurm-4242").rglob("last.ckpt")
+    assert torch.load(ckpt, weights_only=False)["global_step"] == 6
