@@ -1,5 +1,5 @@
 """Precision x strategy x compile matrix: WGAN-GP, CycleGAN and DDPM trained briefly under 32/bf16-mixed/16-mixed, on
-1 device and under DDP, eager and with ``compile=True``.
+1 device, under DDP and (DDPM) sharded, eager and with ``compile=True``.
 
 Each short run is checked for finite parameters, finite samples of the right shape and identical parameters across
 ranks, and timed.
@@ -8,6 +8,11 @@ ranks, and timed.
     python benchmarks/precision_matrix.py --accelerator cpu --steps 5      # CPU smoke run (small nets, gloo DDP x2)
     python benchmarks/precision_matrix.py --models wgan_gp --precisions 16-mixed --strategies ddp --json-out rows.json
     python benchmarks/precision_matrix.py --modes eager                    # without the compiled cells
+    python benchmarks/precision_matrix.py --strategies sharded --models ddpm   # sharded training only
+
+Strategies: ``single`` (one device), ``ddp`` (every device) and ``sharded`` (every device under Lightning's
+``ModelParallelStrategy``, each net sharded with FSDP2 ``fully_shard``: see docs/scaling.md; the games are refused
+there, so their sharded cells read "n/a").
 
 Models (random in-memory data, nothing is downloaded): ``wgan_gp`` -- `lightning_gen.WGANGP` with DCGAN-shaped nets at
 32 px, batch 64 (the gradient penalty under loss scaling); ``cyclegan`` -- `lightning_gen.CycleGAN` with tiny ResNet
@@ -52,7 +57,8 @@ import torch
 
 MODELS = ("wgan_gp", "cyclegan", "ddpm")
 PRECISIONS = ("32", "bf16-mixed", "16-mixed")
-STRATEGIES = ("single", "ddp")
+STRATEGIES = ("single", "ddp", "sharded")
+SHARDABLE = ("ddpm",)  # the games refuse sharded strategies (docs/scaling.md)
 MODES = ("eager", "compiled")
 COMPILED_MIN_WARMUP = 6  # WGAN-GP (n_critic 5) builds its generator-step graphs in batch 5
 ROW_MARKER = "PRECISION_MATRIX_ROW "
@@ -139,9 +145,12 @@ def build_model(name: str, sizes: Sizes, compile: bool = False) -> tuple[Any, li
 
 def parameter_digest(module: torch.nn.Module, buffers: bool = False) -> int:
     """A 63-bit hash of the exact bytes of every parameter (or buffer), to compare across ranks."""
+    from torch.distributed.tensor import DTensor
+
     h = hashlib.sha256()
     tensors = module.buffers() if buffers else module.parameters()
     for t in tensors:
+        t = t.full_tensor() if isinstance(t, DTensor) else t  # a sharded parameter, gathered (every rank calls this)
         h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return int.from_bytes(h.digest()[:8], "little") >> 1
 
@@ -193,7 +202,8 @@ def _cell_callback(warmup: int, steps: int, num_samples: int, sample_kwargs: dic
             gathered = trainer.strategy.all_gather(digests).reshape(-1, 2).cpu()
             r["ranks_equal"] = bool((gathered[:, 0] == gathered[0, 0]).all())
             r["buffers_equal"] = bool((gathered[:, 1] == gathered[0, 1]).all())  # info only: BatchNorm stats per rank
-            if trainer.global_rank != 0:
+            # sharded nets gather their parameters when called: then every rank samples together
+            if trainer.global_rank != 0 and not getattr(pl_module, "samples_collectively", False):
                 return
             kwargs = {k: v.to(pl_module.device) for k, v in sample_kwargs.items()}
             try:
@@ -201,6 +211,8 @@ def _cell_callback(warmup: int, steps: int, num_samples: int, sample_kwargs: dic
                     out = pl_module.sample(num_samples, **kwargs)
             except Exception as err:  # reported in the row, which is what the table is for
                 r["sample_error"] = _one_line(err)
+                return
+            if trainer.global_rank != 0:
                 return
             expected = tuple(kwargs["a"].shape) if "a" in kwargs else None
             r["sample_shape"] = list(out.shape)
@@ -221,6 +233,15 @@ def _rank_is_zero(trainer: Optional[Any]) -> bool:
     return int(os.environ.get("NODE_RANK", 0)) == 0 and int(os.environ.get("LOCAL_RANK", 0)) == 0
 
 
+def _strategy(name: str, devices: int) -> Any:
+    """The Trainer's strategy for a cell: ``auto`` on one device, ``ddp``, or every device data-parallel and sharded."""
+    if name == "sharded":
+        from lightning.pytorch.strategies import ModelParallelStrategy
+
+        return ModelParallelStrategy(data_parallel_size=devices, tensor_parallel_size=1)
+    return "ddp" if name == "ddp" else "auto"
+
+
 def run_cell(args: argparse.Namespace) -> int:
     """Train one (model, precision, strategy) cell and print its JSON row on rank 0."""
     import lightning as L
@@ -233,7 +254,7 @@ def run_cell(args: argparse.Namespace) -> int:
     trainer = None
     try:
         cpu = args.accelerator == "cpu"
-        devices = (args.cpu_ddp_devices if cpu else torch.cuda.device_count()) if strategy == "ddp" else 1
+        devices = (args.cpu_ddp_devices if cpu else torch.cuda.device_count()) if strategy != "single" else 1
         if cpu:  # share the cores between the ranks instead of oversubscribing them
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // devices))
         L.seed_everything(0, verbose=False)
@@ -248,7 +269,7 @@ def run_cell(args: argparse.Namespace) -> int:
                                                            scaler=torch.amp.GradScaler("cpu"))]}
         probe = _cell_callback(warmup, args.steps, sizes.num_samples, sample_kwargs)
         trainer = L.Trainer(
-            accelerator=args.accelerator, devices=devices, strategy="ddp" if strategy == "ddp" else "auto",
+            accelerator=args.accelerator, devices=devices, strategy=_strategy(strategy, devices),
             max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
             enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0, callbacks=[probe],
             log_every_n_steps=total,  # the GAN modules log only every log_every_n_steps batches: just the last one
@@ -383,7 +404,7 @@ def main() -> int:
           "every 5; CycleGAN: one G + one D step; DDPM: one step); x32: ratio to precision 32 of the same model and "
           "strategy in this run (eager); xeager: a compiled cell's ratio to its eager cell; recompiles: TorchDynamo "
           "frames compiled during the timed batches")
-    header = (f"{'model':<9} {'precision':<10} {'strategy':<9} {'mode':<8} {'result':<7} {'batches/s':>9} {'x32':>5} "
+    header = (f"{'model':<9} {'precision':<10} {'strategy':<11} {'mode':<8} {'result':<7} {'batches/s':>9} {'x32':>5} "
               f"{'xeager':>6} {'recompiles':>10} {'skipped':<29} {'scale':>7} reason")
     print(header)
     print("-" * len(header))
@@ -394,10 +415,14 @@ def main() -> int:
         for strategy in args.strategies:
             for precision in sorted(args.precisions, key=PRECISIONS.index):  # 32 first: the x32 baseline
                 for mode in sorted(args.modes, key=MODES.index):  # eager first: the xeager baseline
-                    label = "1 device" if strategy == "single" else f"ddp x{ddp_devices}"
-                    if strategy == "ddp" and ddp_devices < 2:
+                    label = "1 device" if strategy == "single" else f"{strategy} x{ddp_devices}"
+                    if strategy != "single" and ddp_devices < 2:
                         row = {"model": model, "precision": precision, "strategy": strategy, "mode": mode,
                                "result": "n/a", "batches_per_s": None, "skipped": None, "reason": "one device only"}
+                    elif strategy == "sharded" and model not in SHARDABLE:
+                        row = {"model": model, "precision": precision, "strategy": strategy, "mode": mode,
+                               "result": "n/a", "batches_per_s": None, "skipped": None,
+                               "reason": "the games refuse sharded strategies (docs/scaling.md)"}
                     else:
                         row = run_cell_process(f"{model}:{precision}:{strategy}:{mode}", args)
                     rows.append(row)
@@ -410,7 +435,7 @@ def main() -> int:
                     eager = eager_rate.get((model, strategy, precision))
                     speedup = rate / eager if rate and eager and mode == "compiled" else None
                     recompiles = row.get("recompiles")
-                    print(f"{model:<9} {precision:<10} {label:<9} {mode:<8} {row['result']:<7} "
+                    print(f"{model:<9} {precision:<10} {label:<11} {mode:<8} {row['result']:<7} "
                           f"{f'{rate:.2f}' if rate else '-':>9} {f'{ratio:.2f}' if ratio else '-':>5} "
                           f"{f'{speedup:.2f}' if speedup else '-':>6} "
                           f"{'-' if recompiles is None else recompiles:>10} "
