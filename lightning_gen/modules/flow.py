@@ -47,8 +47,8 @@ class RealNVP(SingleObjectiveModule):
     log-determinants and the Gaussian log-density are float32, and :meth:`sample` returns float32.
     """
 
-    sharding_refusal = ("its flow runs its layers through inverse() as well as forward, and ActNorm initializes from the "
-                        "first batch by writing parameters that a sharded layer holds only as a gathered copy")
+    sharding_refusal = ("its flow runs its layers through inverse() as well as forward, and ActNorm initializes from "
+                        "the first batch by writing parameters that a sharded layer holds only as a gathered copy")
 
     progress_bar_keys = ("train/nll", "train/bits_per_dim")
 

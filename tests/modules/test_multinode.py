@@ -6,9 +6,9 @@ Every run is ``tests/scripts/resume_case.py --nodes 2`` (see its docstring): the
 the global rank 0's mid-epoch checkpoint on the same layout. Checked: the parameters are identical on both ranks at
 the end; each rank trained on its own half of the data in epoch 0 (the ``DistributedSampler`` Lightning puts in);
 the resume repeats the uninterrupted run bit for bit; a checkpoint resumed on another number of processes (2 -> 1 and
-1 -> 2) warns and continues with fresh, distinct per-rank noise streams. The cluster launch scripts in examples/cluster run
-a shipped recipe on two nodes: torchrun_fit.sh (one W&B run and one checkpoint folder, global rank 0's, not one per
-node) and slurm_fit.sbatch under a simulated ``srun``.
+1 -> 2) warns and continues with fresh, distinct per-rank noise streams. The cluster launch scripts in
+examples/cluster run a shipped recipe on two nodes: torchrun_fit.sh (one W&B run and one checkpoint folder, global
+rank 0's, not one per node) and slurm_fit.sbatch under a simulated ``srun``.
 """
 
 from __future__ import annotations

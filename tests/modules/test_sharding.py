@@ -1,8 +1,9 @@
 """Sharded training (``ModelParallelStrategy`` with FSDP2 ``fully_shard`` per net) of the single-objective families
-on 2 CPU processes (gloo): tests/scripts/fsdp_likelihood.py trains the VAE and DDPM (with EMA) under DDP and sharded
-from the same seed; sharded training must end where DDP ends, its full-state-dict checkpoint must load into a plain
-model, and resuming it must go on as DDP does. RealNVP, the adversarial games and a tensor-parallel layout are
-refused with errors that say what to use."""
+on 2 CPU processes (gloo): tests/scripts/fsdp_likelihood.py trains the VAE, DDPM and a score model (both with EMA)
+under DDP and sharded from the same seed; sharded training must end where DDP ends, its full-state-dict checkpoint
+must load into a plain model (a folder of shards too), resuming it must go on as DDP does, and pictures and metrics
+must sample on every rank. RealNVP, the adversarial games and a tensor-parallel layout are refused with errors that
+say what to use."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
-"""Train the VAE and DDPM (with EMA) cases of resume_case.py and a score model (with EMA) on 2 CPU processes, first under ``strategy="ddp"``, then
-sharded (``ModelParallelStrategy``: FSDP2 ``fully_shard`` per net, gloo), from the same seed; each rank saves the
-full (gathered) state of both runs, and the sharded run's checkpoint (a full state dict, written by rank 0). The
+"""Train the VAE and DDPM (with EMA) cases of resume_case.py and a score model (with EMA) on 2 CPU processes, first
+under ``strategy="ddp"``, then sharded (``ModelParallelStrategy``: FSDP2 ``fully_shard`` per net, gloo), from the
+same seed; each rank saves the full (gathered) state of both runs, and the sharded run's checkpoint (a full state
+dict, written by rank 0; the VAE's also as the strategy's default folder of shards). The
 DDPM checkpoint is then resumed for 10 more steps under both strategies. A sharded DDPM run with a toy scatter plot
 and toy metrics (sampling is collective there) logs to ``OUT/pictures/version_0``.
 
