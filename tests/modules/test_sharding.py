@@ -1,6 +1,6 @@
 """Sharded training (``ModelParallelStrategy`` with FSDP2 ``fully_shard`` per net) of the single-objective families
-on 2 CPU processes (gloo): tests/scripts/fsdp_likelihood.py trains the VAE, DDPM and a score model (both with EMA)
-under DDP and sharded from the same seed; sharded training must end where DDP ends, its full-state-dict checkpoint
+on 2 CPU processes (gloo): tests/scripts/fsdp_likelihood.py trains the VAE, a denoising autoencoder, DDPM, guided
+DDPM and a score model (the last three with EMA) under DDP and sharded from the same seed; sharded training must end where DDP ends, its full-state-dict checkpoint
 must load into a plain model (a folder of shards too), resuming it must go on as DDP does, and pictures and metrics
 must sample on every rank. RealNVP, the adversarial games and a tensor-parallel layout are refused with errors that
 say what to use."""
@@ -36,7 +36,7 @@ def _assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], what: s
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case", ["vae", "ddpm", "score"])
+@pytest.mark.parametrize("case", ["vae", "ddpm", "score", "guided", "dae"])
 def test_sharded_training_ends_where_ddp_ends_with_every_net_sharded(case, sharded_runs):
     """Same seed, same per-rank shards and noise: gathered sharded weights (the DDPM's EMA too) equal DDP's."""
     ddp, sharded = _load(sharded_runs, f"{case}_ddp"), _load(sharded_runs, f"{case}_sharded")
@@ -44,12 +44,16 @@ def test_sharded_training_ends_where_ddp_ends_with_every_net_sharded(case, shard
         assert sharded[rank]["global_step"] == ddp[rank]["global_step"] == 20
         _assert_same(ddp[rank]["state_dict"], sharded[rank]["state_dict"], f"{case} rank {rank}")
     params = sharded[0]["sharded"]
-    if case == "vae":  # every net's parameters are sharded; the VAE's own output log-variance stays whole
+    if case in ("vae", "dae"):  # every net's parameters are sharded
         assert {k.split(".")[0] for k in params} == {"encoder", "decoder"}
-        assert "decoder_logvar" not in params and "decoder_logvar" in sharded[0]["state_dict"]
     else:  # the net and its EMA copy, sharded alike
-        net = {"ddpm": "denoiser", "score": "net"}[case]
+        net = {"ddpm": "denoiser", "guided": "denoiser", "score": "net"}[case]
         assert {k.split(".")[0] for k in params} == {net, f"{net}_ema"}
+    if case == "vae":  # the VAE's own output log-variance stays whole (its gradients averaged by the module)
+        assert "decoder_logvar" not in params and "decoder_logvar" in sharded[0]["state_dict"]
+    if case == "dae":  # the code Gaussian is fitted over every rank's codes at the end of training (equal to DDP's)
+        state = sharded[0]["state_dict"]
+        assert bool(state["latent_fitted"]) and float(state["latent_mean"].abs().sum()) > 0
     init = _initial_state(case)
     assert any(not torch.equal(init[k], sharded[0]["state_dict"][k]) for k in params)  # it really trained
 

@@ -1,4 +1,5 @@
-"""Train the VAE and DDPM (with EMA) cases of resume_case.py and a score model (with EMA) on 2 CPU processes, first
+"""Train the VAE and DDPM (with EMA) cases of resume_case.py, a score model and a guided DDPM (with EMA) and a
+denoising autoencoder on 2 CPU processes, first
 under ``strategy="ddp"``, then sharded (``ModelParallelStrategy``: FSDP2 ``fully_shard`` per net, gloo), from the
 same seed; each rank saves the full (gathered) state of both runs, and the sharded run's checkpoint (a full state
 dict, written by rank 0; the VAE's also as the strategy's default folder of shards). The
@@ -23,13 +24,21 @@ from torch.distributed.tensor import DTensor
 from ddp_common import run
 from resume_case import CASES, _toy
 
-from lightning_gen import RealNVP, ScoreModel
+from lightning_gen import DenoisingAutoencoder, GuidedDDPM, RealNVP, ScoreModel
 from lightning_gen.callbacks import ToyMetricsCallback, ToyScatterCallback
-from lightning_gen.nets import MLPDenoiser, VectorRealNVP
+from lightning_gen.nets import MLPDecoder, MLPDenoiser, MLPEncoder, VectorRealNVP
 
 STEPS = 20
-MODELS = {**CASES, "score": lambda: ScoreModel(MLPDenoiser(2, (16,), 8), sigma_max=2.0, num_levels=4, ema_decay=0.9,
-                                               steps_per_level=2)}
+MODELS = {
+    **CASES,
+    "score": lambda: ScoreModel(MLPDenoiser(2, (16,), 8), sigma_max=2.0, num_levels=4, ema_decay=0.9,
+                                steps_per_level=2),
+    # the toy ring's batches are (point, mode index): the guided DDPM's 8 classes
+    "guided": lambda: GuidedDDPM(MLPDenoiser(2, (16,), 8, num_classes=8), num_timesteps=50, ema_decay=0.9),
+    # fits its code Gaussian over every rank's codes at the end of training (collective encoder calls)
+    "dae": lambda: DenoisingAutoencoder(MLPEncoder(2, 2, (16,)), MLPDecoder(2, 2, (16,)), noise_std=0.2,
+                                        data_range=None),
+}
 
 
 def sharded(**kwargs) -> ModelParallelStrategy:
@@ -64,7 +73,7 @@ def _fit(model: L.LightningModule, strategy, out: Path, name: str, ckpt_path: Op
 
 def main(out: Path) -> None:
     torch.set_num_threads(1)
-    for case in ("vae", "ddpm", "score"):
+    for case in ("vae", "ddpm", "score", "guided", "dae"):
         L.seed_everything(5)
         _fit(MODELS[case](), "ddp", out, f"{case}_ddp")
         L.seed_everything(5)
