@@ -463,8 +463,8 @@ class SingleObjectiveModule(GenerativeModule):
 
     detect_non_finite: bool = True
     progress_bar_keys: tuple[str, ...] = ("train/loss",)
-    # whether ``ModelParallelStrategy`` may shard the nets (lightning_gen.modules.sharding: nets that run only
-    # through ``forward``); families that may not are refused with the reason in ``sharding_refusal``
+    # whether ``ModelParallelStrategy`` may shard the module's ``sharding_units`` (lightning_gen.modules.sharding:
+    # submodules used only through ``forward``); families that may not are refused with ``sharding_refusal``
     supports_sharding: bool = False
     sharding_refusal: str = "its nets are not known to run only through their forward"
 
@@ -478,8 +478,14 @@ class SingleObjectiveModule(GenerativeModule):
                     f"{type(self).__name__} cannot be sharded (ModelParallelStrategy / FSDP): {self.sharding_refusal}. "
                     "Use `strategy: ddp` for several devices or nodes; see docs/scaling.md."
                 )
-            self._replicated_params = shard_nets(self, data_parallel_mesh(mesh, type(self).__name__))
+            self._replicated_params = shard_nets(self, data_parallel_mesh(mesh, type(self).__name__),
+                                                 self.sharding_units())
         super().configure_model()
+
+    def sharding_units(self) -> Optional[list[torch.nn.Module]]:
+        """The submodules that sharded training shards, each used only through its ``forward`` (``None``: every
+        net of the module, see :func:`~lightning_gen.modules.sharding.shard_nets`); the rest stays whole."""
+        return None
 
     def _init_objective(
         self,

@@ -19,6 +19,7 @@ from lightning_gen.modules.base import (
     reject_unexpected_arguments,
 )
 from lightning_gen.modules.compile import CompileOption
+from lightning_gen.nets.flows import AffineCoupling
 from lightning_gen.noise import rand, truncated_randn
 from lightning_gen.precision import full_precision
 
@@ -47,8 +48,9 @@ class RealNVP(SingleObjectiveModule):
     log-determinants and the Gaussian log-density are float32, and :meth:`sample` returns float32.
     """
 
-    sharding_refusal = ("its flow runs its layers through inverse() as well as forward, and ActNorm initializes from "
-                        "the first batch by writing parameters that a sharded layer holds only as a gathered copy")
+    # sharded training shards the coupling layers' conditioner nets only (lightning_gen.modules.sharding): the flow
+    # runs its layers through inverse() too, and ActNorm initializes by writing its parameters
+    supports_sharding = True
 
     progress_bar_keys = ("train/nll", "train/bits_per_dim")
 
@@ -190,6 +192,10 @@ class RealNVP(SingleObjectiveModule):
 
     # -- sampling -----------------------------------------------------------------------------------------------
     @torch.no_grad()
+    def sharding_units(self) -> list[nn.Module]:
+        """The coupling layers' conditioner nets: each runs through its ``forward`` in both directions."""
+        return [layer.net for layer in self.flow.modules() if isinstance(layer, AffineCoupling)]
+
     def sample(
         self, num_samples: int, generator: Optional[torch.Generator] = None, truncation: Optional[float] = None,
         **condition: Any,

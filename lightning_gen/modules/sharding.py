@@ -1,16 +1,18 @@
 """Sharded data parallelism (FSDP2 ``fully_shard``) for the single-objective families, under Lightning's
 ``ModelParallelStrategy``.
 
-Each net of the module that holds parameters is sharded over the data-parallel ranks with
-``torch.distributed.fsdp.fully_shard``, and an EMA's averaged copy the same way, so that its shards line up with the
-live net's and the average is updated shard by shard, without gathering. Parameters held by the module itself (a
-VAE's learned output variance) stay whole on every rank; their gradients are averaged across ranks before each step.
+The module's sharding units are sharded over the data-parallel ranks with ``torch.distributed.fsdp.fully_shard``: by
+default each net of the module that holds parameters, and an EMA's averaged copy the same way, so that its shards
+line up with the live net's and the average is updated shard by shard, without gathering. Every parameter outside
+the units (a VAE's learned output variance; a flow's ActNorm, 1x1 convolutions and coupling scales) stays whole on
+every rank, and its gradient is averaged across ranks before each step.
 
-A sharded net gathers its parameters when it is *called*, on every rank together: a family qualifies when its nets
-run only through their ``forward`` (autoencoders, VAE, DDPM and guided DDPM, score models). RealNVP's flows also run
-their layers through ``inverse`` and initialize ActNorm from data by writing to parameters that a sharded layer holds
-only as a gathered copy, so flows are refused; the adversarial games average each player's gradients themselves and
-are refused too (``docs/scaling.md`` has the design that would shard them).
+A sharded unit gathers its parameters when it is *called*, on every rank together, so a unit must be used only
+through its ``forward``. That holds for the nets of the autoencoders, VAE, DDPM (guided too) and score models. A
+flow also runs its layers through ``inverse`` and initializes ActNorm by writing parameters, so RealNVP shards only
+the coupling layers' conditioner nets (called through ``forward`` both ways, and most of the flow's parameters).
+The RBM reads its weights outside any forward and is refused; the adversarial games average each player's gradients
+themselves and are refused too (``docs/scaling.md`` has the design that would shard them).
 """
 
 from __future__ import annotations
@@ -45,16 +47,19 @@ def data_parallel_mesh(mesh: "dist.device_mesh.DeviceMesh", owner: str) -> "dist
     return mesh["data_parallel"] if "data_parallel" in names else mesh
 
 
-def shard_nets(module: nn.Module, mesh: "dist.device_mesh.DeviceMesh") -> list[nn.Parameter]:
-    """``fully_shard`` every child net of ``module`` that holds parameters (an EMA's averaged copy alike); return
-    the parameters ``module`` holds itself, which stay whole on every rank."""
+def shard_nets(module: nn.Module, mesh: "dist.device_mesh.DeviceMesh",
+               units: Optional[list[nn.Module]] = None) -> list[nn.Parameter]:
+    """``fully_shard`` each of ``units`` (default: every child net of ``module`` that holds parameters, an EMA's
+    averaged copy alike); return the parameters left outside them, which stay whole on every rank."""
     from torch.distributed.fsdp import fully_shard
+    from torch.distributed.tensor import DTensor
 
-    for child in module.children():
-        net = child.module if isinstance(child, ExponentialMovingAverage) else child
-        if next(net.parameters(), None) is not None:
-            fully_shard(net, mesh=mesh)
-    return list(module.parameters(recurse=False))
+    if units is None:
+        children = [c.module if isinstance(c, ExponentialMovingAverage) else c for c in module.children()]
+        units = [net for net in children if next(net.parameters(), None) is not None]
+    for unit in units:
+        fully_shard(unit, mesh=mesh)
+    return [p for p in module.parameters() if not isinstance(p, DTensor)]
 
 
 def average_replicated_gradients(params: list[nn.Parameter], group: Optional[object] = None) -> None:

@@ -1,13 +1,14 @@
-"""Train the VAE and DDPM (with EMA) cases of resume_case.py, a score model and a guided DDPM (with EMA) and a
-denoising autoencoder on 2 CPU processes, first
-under ``strategy="ddp"``, then sharded (``ModelParallelStrategy``: FSDP2 ``fully_shard`` per net, gloo), from the
-same seed; each rank saves the full (gathered) state of both runs, and the sharded run's checkpoint (a full state
-dict, written by rank 0; the VAE's also as the strategy's default folder of shards). The
-DDPM checkpoint is then resumed for 10 more steps under both strategies. A sharded DDPM run with a toy scatter plot
+"""Train the VAE and DDPM (with EMA) cases of resume_case.py, a score model and a guided DDPM (with EMA), a
+denoising autoencoder and two RealNVP flows (one with Glow's ActNorm and 1x1 convolutions, on images) on 2 CPU
+processes, first under ``strategy="ddp"``, then sharded (``ModelParallelStrategy``: FSDP2 ``fully_shard`` per net,
+gloo), from the same seed; each rank saves the full (gathered) state of both runs, and the sharded run's checkpoint
+(a full state dict, written by rank 0; the VAE's also as the strategy's default folder of shards). The DDPM
+checkpoint is then resumed for 10 more steps under both strategies. A sharded DDPM run with a toy scatter plot
 and toy metrics (sampling is collective there) logs to ``OUT/pictures/version_0``.
 
 Run as a script (Lightning re-launches it for rank 1): ``python tests/scripts/fsdp_likelihood.py OUT_DIR``.
-Also refused under sharding, each with its error saved: RealNVP and a GAN (``OUT/refused_<case>.txt``).
+Also refused under sharding, each with its error saved: the RBM, a GAN and the strategy's default (tensor-parallel)
+layout (``OUT/refused_<case>_rank<r>.txt``).
 """
 
 from __future__ import annotations
@@ -21,12 +22,14 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.strategies import ModelParallelStrategy
 from torch.distributed.tensor import DTensor
 
+from torch.utils.data import TensorDataset
+
 from ddp_common import run
 from resume_case import CASES, _toy
 
-from lightning_gen import DenoisingAutoencoder, GuidedDDPM, RealNVP, ScoreModel
+from lightning_gen import RBM, DenoisingAutoencoder, GuidedDDPM, RealNVP, ScoreModel
 from lightning_gen.callbacks import ToyMetricsCallback, ToyScatterCallback
-from lightning_gen.nets import MLPDecoder, MLPDenoiser, MLPEncoder, VectorRealNVP
+from lightning_gen.nets import BernoulliRBM, ImageRealNVP, MLPDecoder, MLPDenoiser, MLPEncoder, VectorRealNVP
 
 STEPS = 20
 MODELS = {
@@ -38,7 +41,18 @@ MODELS = {
     # fits its code Gaussian over every rank's codes at the end of training (collective encoder calls)
     "dae": lambda: DenoisingAutoencoder(MLPEncoder(2, 2, (16,)), MLPDecoder(2, 2, (16,)), noise_std=0.2,
                                         data_range=None),
+    "realnvp": lambda: RealNVP(VectorRealNVP(2, num_couplings=4, hidden_dims=(16,))),
+    # Glow's layers on 1 x 4 x 4 images: ActNorm's data-dependent init (pooled over the ranks) and 1x1 convolutions
+    # stay whole, the coupling nets are sharded
+    "glow": lambda: RealNVP(ImageRealNVP(1, 4, num_scales=1, hidden_channels=4, num_blocks=1, actnorm=True,
+                                         permutation="conv1x1", layout="glow", steps_per_scale=2)),
 }
+
+
+def _images() -> L.LightningDataModule:
+    """256 images 1 x 4 x 4 in [-1, 1], the same on every rank, 8 per rank and batch."""
+    x = torch.rand(256, 1, 4, 4, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    return L.LightningDataModule.from_datasets(TensorDataset(x), batch_size=8)
 
 
 def sharded(**kwargs) -> ModelParallelStrategy:
@@ -67,13 +81,13 @@ def _fit(model: L.LightningModule, strategy, out: Path, name: str, ckpt_path: Op
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         limit_val_batches=0, num_sanity_val_steps=0, default_root_dir=str(out),
                         callbacks=[SaveGathered(out / name)])
-    trainer.fit(model, _toy(2), ckpt_path=ckpt_path)
+    trainer.fit(model, _images() if name.startswith("glow") else _toy(2), ckpt_path=ckpt_path)
     return trainer
 
 
 def main(out: Path) -> None:
     torch.set_num_threads(1)
-    for case in ("vae", "ddpm", "score", "guided", "dae"):
+    for case in ("vae", "ddpm", "score", "guided", "dae", "realnvp", "glow"):
         L.seed_everything(5)
         _fit(MODELS[case](), "ddp", out, f"{case}_ddp")
         L.seed_everything(5)
@@ -94,8 +108,8 @@ def main(out: Path) -> None:
                         callbacks=[ToyScatterCallback(every_n_epochs=1, num_samples=200),
                                    ToyMetricsCallback(num_samples=501)])
     trainer.fit(CASES["ddpm"](), _toy(2))
-    flow = RealNVP(VectorRealNVP(2, num_couplings=2, hidden_dims=(8,)))
-    for case, model in (("realnvp", flow), ("gan", CASES["gan"]())):
+    rbm = RBM(BernoulliRBM(2, 6))  # refused when the nets would be sharded, before any batch
+    for case, model in (("rbm", rbm), ("gan", CASES["gan"]())):
         try:
             _fit(model, sharded(), out, f"{case}_sharded")
         except NotImplementedError as err:
