@@ -25,7 +25,8 @@ from lightning_gen.callbacks.predictions import SampleWriter
 from lightning_gen.callbacks.progress import StepProgressBar, run_summary
 from lightning_gen.modules.adversarial import AdversarialModule
 from lightning_gen.modules.base import (
-    TRAINER_SETTINGS_KEY, GenerativeModule, import_checkpoint_classes, read_checkpoint, trainer_settings,
+    TRAINER_SETTINGS_KEY, GenerativeModule, import_checkpoint_classes, is_sharded_checkpoint, read_checkpoint,
+    trainer_settings,
 )
 
 __all__ = ["DEFAULT_PREDICT_SAMPLES", "GenerativeCLI", "SaveAndLogConfigCallback", "UsageError", "main"]
@@ -247,8 +248,35 @@ class GenerativeCLI(LightningCLI):
                 f"saved config.yaml). Loading said: {str(err).splitlines()[0]}"
             ) from err
 
+    def _gather_sharded_checkpoint(self) -> None:
+        """A sharded checkpoint folder given to a run that is not sharded: evaluate the weights gathered into one
+        file (a temporary copy); resuming ``fit`` from one needs the sharded strategy that wrote it."""
+        ckpt_path = self.config_init[self.subcommand].get("ckpt_path")
+        if not ckpt_path or not is_sharded_checkpoint(ckpt_path):
+            return
+        from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
+
+        if isinstance(self.trainer.strategy, (ModelParallelStrategy, FSDPStrategy)):
+            return  # the strategy reads its own shards
+        if self.subcommand == "fit":
+            raise UsageError(
+                f"--ckpt_path {str(ckpt_path)!r} is a sharded checkpoint folder: resume it under the sharded strategy "
+                "that wrote it (docs/scaling.md), or save single-file checkpoints with "
+                "`--trainer.strategy.save_distributed_checkpoint false`. test, validate and predict read it anywhere."
+            )
+        import atexit
+        import shutil
+        import tempfile
+
+        folder = tempfile.mkdtemp(prefix="lightning_gen_gathered_")
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        gathered = Path(folder) / "gathered.ckpt"
+        torch.save(read_checkpoint(ckpt_path), gathered)
+        self.config_init[self.subcommand]["ckpt_path"] = str(gathered)
+
     def before_fit(self) -> None:
         """List settings that differ from ``--ckpt_path``'s; warn when the checkpoint already reached ``max_steps``."""
+        self._gather_sharded_checkpoint()
         self._warn_settings_differ()
         done, max_steps = self._checkpoint.get("global_step"), self.trainer.max_steps
         if done is not None and max_steps is not None and max_steps >= 0 and done >= max_steps:
@@ -259,10 +287,12 @@ class GenerativeCLI(LightningCLI):
 
     def before_validate(self) -> None:
         """List model settings that differ from ``--ckpt_path``'s."""
+        self._gather_sharded_checkpoint()
         self._warn_settings_differ()
 
     def before_test(self) -> None:
         """List model settings that differ from ``--ckpt_path``'s."""
+        self._gather_sharded_checkpoint()
         self._warn_settings_differ()
 
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
@@ -292,6 +322,7 @@ class GenerativeCLI(LightningCLI):
 
     def before_predict(self) -> None:
         """Attach a :class:`SampleWriter` when the config names no prediction writer; choose how many samples."""
+        self._gather_sharded_checkpoint()
         self._warn_settings_differ()
         if not any(isinstance(cb, BasePredictionWriter) for cb in self.trainer.callbacks):
             self.trainer.callbacks.append(SampleWriter())

@@ -162,7 +162,9 @@ class GenerativeMetricsCallback(L.Callback):
             if shape is None:
                 shape = tuple(_images_of(self._dataset(trainer, "train"), [0]).shape[1:])
             start = time.perf_counter()
-            path = extractor.train_on(datamodule.train_dataloader(), tuple(shape), num_classes)
+            # test and validate run their hooks under inference mode, in which nothing can be trained
+            with torch.inference_mode(False), torch.enable_grad():
+                path = extractor.train_on(datamodule.train_dataloader(), tuple(shape), num_classes)
             rank_zero_info(f"GenerativeMetricsCallback: trained the feature classifier in "
                            f"{time.perf_counter() - start:.0f} s (train accuracy "
                            f"{100 * extractor.train_accuracy:.2f} %) and saved it to {path}")

@@ -22,7 +22,8 @@ from torch import Tensor
 from lightning_gen.checks import value_checks
 from lightning_gen.modules.compile import CompileOption, compile_nets, compile_options
 from lightning_gen.modules.finite import FiniteLossGuard, NonFiniteLoss, reads_for_free
-from lightning_gen.modules.sharding import average_replicated_gradients, data_parallel_mesh, shard_nets
+from lightning_gen.modules.sharding import (average_replicated_gradients, clip_mixed_gradients_,
+                                            data_parallel_mesh, shard_nets)
 from lightning_gen.schedulers import fit_schedule_to_run
 
 __all__ = [
@@ -481,6 +482,16 @@ class SingleObjectiveModule(GenerativeModule):
             self._replicated_params = shard_nets(self, data_parallel_mesh(mesh, type(self).__name__),
                                                  self.sharding_units())
         super().configure_model()
+
+    def configure_gradient_clipping(self, optimizer: Any, gradient_clip_val: Optional[Union[int, float]] = None,
+                                    gradient_clip_algorithm: Optional[str] = None) -> None:
+        """Clip as Lightning does; with sharded nets, over the sharded and the whole gradients together (see
+        :func:`~lightning_gen.modules.sharding.clip_mixed_gradients_`)."""
+        if getattr(self, "_replicated_params", None) is None or not gradient_clip_val:
+            super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+            return
+        clip_mixed_gradients_([p for group in optimizer.param_groups for p in group["params"]],
+                              float(gradient_clip_val), gradient_clip_algorithm or "norm")
 
     def sharding_units(self) -> Optional[list[torch.nn.Module]]:
         """The submodules that sharded training shards, each used only through its ``forward`` (``None``: every

@@ -17,15 +17,15 @@ themselves and are refused too (``docs/scaling.md`` has the design that would sh
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Iterable, Optional
 
 import torch
 import torch.distributed as dist
-from torch import nn
+from torch import Tensor, nn
 
 from lightning_gen.nets.ema import ExponentialMovingAverage
 
-__all__ = ["data_parallel_mesh", "shard_nets", "average_replicated_gradients"]
+__all__ = ["average_replicated_gradients", "clip_mixed_gradients_", "data_parallel_mesh", "shard_nets"]
 
 
 def data_parallel_mesh(mesh: "dist.device_mesh.DeviceMesh", owner: str) -> "dist.device_mesh.DeviceMesh":
@@ -74,3 +74,32 @@ def average_replicated_gradients(params: list[nn.Parameter], group: Optional[obj
     for g in grads:
         g.copy_(flat[offset:offset + g.numel()].view_as(g))
         offset += g.numel()
+
+
+
+def clip_mixed_gradients_(params: Iterable[nn.Parameter], clip_val: float, algorithm: str = "norm") -> Tensor:
+    """Clip gradients of which some are sharded (DTensor) and some whole (the same on every rank) as one set of whole
+    gradients would be: by value elementwise, or by their global norm (the shards' squares summed over the ranks, the
+    whole ones' counted once); returns that norm (``torch.nn.utils.clip_grad_norm_`` cannot mix the two kinds)."""
+    from torch.distributed.tensor import DTensor
+
+    grads = [p.grad for p in params if p.grad is not None]
+    local = [g.to_local() if isinstance(g, DTensor) else g for g in grads]
+    if not local:
+        return torch.zeros(())
+    if algorithm == "value":
+        for g in local:
+            g.clamp_(-clip_val, clip_val)
+        return torch.zeros((), device=local[0].device)
+    if algorithm != "norm":
+        raise ValueError(f"gradient_clip_algorithm must be 'norm' or 'value', got {algorithm!r}")
+    squares = [torch.linalg.vector_norm(g.float()) ** 2 for g in local]
+    sharded = torch.stack([sq for sq, g in zip(squares, grads) if isinstance(g, DTensor)] or [squares[0] * 0]).sum()
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(sharded)  # every rank's shards
+    whole = torch.stack([sq for sq, g in zip(squares, grads) if not isinstance(g, DTensor)] or [squares[0] * 0]).sum()
+    total = (sharded + whole).sqrt()
+    scale = (clip_val / (total + 1e-6)).clamp(max=1.0)
+    for g in local:
+        g.mul_(scale.to(g.dtype))
+    return total

@@ -155,6 +155,18 @@ def test_classifier_extractor_is_trained_once_when_missing_and_scores_the_data(t
     assert not again.needs_training and again.fingerprint() == extractor.fingerprint()
 
 
+def test_a_missing_classifier_is_trained_when_test_is_the_first_command(tmp_path):
+    """`lightning-gen test` on a run whose classifier is missing: Lightning runs test hooks under inference mode, in
+    which the classifier could not be trained (it raised "element 0 of tensors does not require grad")."""
+    path = tmp_path / "blobs.pt"
+    extractor = ClassifierFeatureExtractor(str(path), train_if_missing=True, epochs=3)
+    callback = GenerativeMetricsCallback(extractor=extractor, metrics=["fid"], num_samples=300, batch_size=100,
+                                         cache_dir=False)
+    (result,) = trainer(tmp_path, callback).test(BlobSampler(), BlobImages(), verbose=False)
+    assert path.is_file() and extractor.train_accuracy > 0.95
+    assert set(result) == {"test/fid"} and result["test/fid"] >= 0
+
+
 def test_training_the_classifier_leaves_the_global_random_state_alone(tmp_path):
     extractor = ClassifierFeatureExtractor(str(tmp_path / "c.pt"), train_if_missing=True, epochs=1)
     data = BlobImages(train_size=200)

@@ -44,6 +44,8 @@ def test_sharded_training_ends_where_ddp_ends_with_every_net_sharded(case, shard
     for rank in (0, 1):
         assert sharded[rank]["global_step"] == ddp[rank]["global_step"] == 20
         _assert_same(ddp[rank]["state_dict"], sharded[rank]["state_dict"], f"{case} rank {rank}")
+    # both clipped gradients at a norm of 0.5, and the clip acted on most steps (its norm covers every gradient)
+    assert sharded[0]["clipped_steps"] == ddp[0]["clipped_steps"] >= 10
     params = sharded[0]["sharded"]
     if case in ("vae", "dae"):  # every net's parameters are sharded
         assert {k.split(".")[0] for k in params} == {"encoder", "decoder"}
@@ -145,3 +147,27 @@ def test_a_folder_without_a_sharded_checkpoint_is_refused_with_what_to_pass(tmp_
 
     with pytest.raises(IsADirectoryError, match="folder without a sharded checkpoint.*meta.pt"):
         read_checkpoint(tmp_path)
+
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("subcommand", ["test", "fit"])
+def test_the_cli_evaluates_a_sharded_folder_anywhere_but_resumes_it_only_sharded(subcommand, sharded_runs):
+    """``lightning-gen test/validate/predict --ckpt_path <folder of shards>`` on one device or DDP gets the weights
+    gathered into one file; ``fit`` cannot restore sharded optimizer states there, so it stops with what to do."""
+    from types import SimpleNamespace
+
+    from lightning_gen.cli import GenerativeCLI, UsageError
+
+    folder = sharded_runs.out / "vae_distributed.ckpt"
+    cli = SimpleNamespace(subcommand=subcommand, config_init={subcommand: {"ckpt_path": str(folder)}},
+                          trainer=SimpleNamespace(strategy=object()))  # neither ModelParallelStrategy nor FSDP
+    if subcommand == "fit":
+        with pytest.raises(UsageError, match="sharded checkpoint folder.*save_distributed_checkpoint false"):
+            GenerativeCLI._gather_sharded_checkpoint(cli)
+        return
+    GenerativeCLI._gather_sharded_checkpoint(cli)
+    gathered = Path(cli.config_init["test"]["ckpt_path"])
+    assert gathered.is_file() and gathered != folder
+    full = torch.load(sharded_runs.out / "vae_sharded.ckpt", weights_only=False)
+    _assert_same(full["state_dict"], torch.load(gathered, weights_only=False)["state_dict"], "gathered file")

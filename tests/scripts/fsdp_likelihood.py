@@ -61,6 +61,21 @@ def sharded(**kwargs) -> ModelParallelStrategy:
                                  **kwargs)
 
 
+CLIP = 0.5
+
+
+class ClipRecorder(L.Callback):
+    """Counts the steps whose gradient norm (before clipping, all parameters) exceeded ``CLIP``: the clip acted."""
+
+    clipped = 0
+
+    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer) -> None:
+        grads = [p.grad.full_tensor() if isinstance(p.grad, DTensor) else p.grad
+                 for p in pl_module.parameters() if p.grad is not None]
+        if float(torch.linalg.vector_norm(torch.cat([g.reshape(-1) for g in grads]))) > CLIP:
+            ClipRecorder.clipped += 1
+
+
 class SaveGathered(L.Callback):
     """Each rank saves the module's full state (sharded tensors gathered: a collective) to ``OUT/<name>_rank<r>.pt``."""
 
@@ -71,16 +86,19 @@ class SaveGathered(L.Callback):
         state = {k: (v.full_tensor() if isinstance(v, DTensor) else v).detach().clone()
                  for k, v in pl_module.state_dict().items()}
         sharded = sorted(k for k, v in pl_module.state_dict().items() if isinstance(v, DTensor))
-        torch.save({"state_dict": state, "sharded": sharded, "global_step": trainer.global_step},
+        torch.save({"state_dict": state, "sharded": sharded, "global_step": trainer.global_step,
+                    "clipped_steps": ClipRecorder.clipped},
                    self.path.with_name(f"{self.path.name}_rank{trainer.global_rank}.pt"))
 
 
 def _fit(model: L.LightningModule, strategy, out: Path, name: str, ckpt_path: Optional[Path] = None,
-         max_steps: int = STEPS) -> L.Trainer:
+         max_steps: int = STEPS, clip: Optional[float] = CLIP) -> L.Trainer:
+    ClipRecorder.clipped = 0
+    # gradient clipping as the recipes do, over sharded and whole gradients together (tight enough to act)
     trainer = L.Trainer(accelerator="cpu", devices=2, strategy=strategy, max_steps=max_steps, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         limit_val_batches=0, num_sanity_val_steps=0, default_root_dir=str(out),
-                        callbacks=[SaveGathered(out / name)])
+                        gradient_clip_val=clip, callbacks=[SaveGathered(out / name), ClipRecorder()])
     trainer.fit(model, _images() if name.startswith("glow") else _toy(2), ckpt_path=ckpt_path)
     return trainer
 
@@ -111,7 +129,7 @@ def main(out: Path) -> None:
     rbm = RBM(BernoulliRBM(2, 6))  # refused when the nets would be sharded, before any batch
     for case, model in (("rbm", rbm), ("gan", CASES["gan"]())):
         try:
-            _fit(model, sharded(), out, f"{case}_sharded")
+            _fit(model, sharded(), out, f"{case}_sharded", clip=None)  # the games clip per player themselves
         except NotImplementedError as err:
             (out / f"refused_{case}_rank{torch.distributed.get_rank()}.txt").write_text(str(err))
     try:  # the strategy's default layout: the processes of a node tensor-parallel, fed the same batches
