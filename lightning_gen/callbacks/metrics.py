@@ -26,6 +26,7 @@ from lightning_gen.metrics.image import (
     kernel_inception_distance,
 )
 from lightning_gen.metrics.precision_recall import improved_precision_recall, knn_radii
+from lightning_gen.metrics.stats import ReferenceStatistics, extractor_provenance
 
 __all__ = ["GenerativeMetricsCallback", "default_cache_dir"]
 
@@ -74,6 +75,10 @@ class GenerativeMetricsCallback(L.Callback):
         cache_dir: where real features are cached (default :func:`default_cache_dir`); ``False`` turns the disk cache
             off (features are still kept in memory for the run).
         kid_subsets / kid_subset_size / is_splits / pr_k: the metrics' usual settings.
+        reference: a reference statistics file (:mod:`lightning_gen.metrics.stats`: ``.pt``, or ``.npz`` in
+            pytorch-fid's layout) that FID is computed against instead of the split's images; one computed with
+            another extractor, resize or data range is refused, naming the difference. KID and precision/recall
+            still compare with the split's images (they need the features, not only their mean and covariance).
 
     Logged keys: ``<stage>/fid``, ``<stage>/kid`` and ``<stage>/kid_std``, ``<stage>/inception_score`` and
     ``<stage>/inception_score_std``, ``<stage>/precision`` and ``<stage>/recall``. Under DDP each process generates
@@ -99,6 +104,7 @@ class GenerativeMetricsCallback(L.Callback):
         kid_subset_size: int = 1000,
         is_splits: int = 10,
         pr_k: int = 3,
+        reference: Optional[Union[str, Path]] = None,
     ) -> None:
         super().__init__()
         names = ["inception_score" if m == "is" else m for m in metrics]
@@ -118,6 +124,9 @@ class GenerativeMetricsCallback(L.Callback):
         self.cache_dir = None if cache_dir is False else Path(cache_dir) if cache_dir else default_cache_dir()
         self.seed = seed
         self.kid_subsets, self.kid_subset_size, self.is_splits, self.pr_k = kid_subsets, kid_subset_size, is_splits, pr_k
+        self.reference = None if reference is None else Path(reference)
+        # read now, so a missing or malformed file fails before training does; checked against the extractor once built
+        self._reference = None if reference is None else ReferenceStatistics.load(reference)
         self._extractor_arg = extractor
         self.extractor: Optional[FeatureExtractor] = None
         self._real: dict[str, Tensor] = {}
@@ -145,6 +154,10 @@ class GenerativeMetricsCallback(L.Callback):
             self.extractor = as_feature_extractor(self._extractor_arg)
         if getattr(self.extractor, "needs_training", False):
             self._train_extractor(trainer)
+        if self._reference is not None and not getattr(self, "_reference_checked", False):
+            self._reference.check(extractor_provenance(self.extractor, self.data_range),
+                                  source=f"the reference statistics {str(self.reference)!r}")
+            self._reference_checked = True
         return self.extractor
 
     def _train_extractor(self, trainer: L.Trainer) -> None:
@@ -302,13 +315,16 @@ class GenerativeMetricsCallback(L.Callback):
         return both[:, :d], both[:, d:]
 
     def compute(
-        self, real: Tensor, fake: Tensor, fake_logits: Optional[Tensor] = None, real_radii: Optional[Tensor] = None
+        self, real: Optional[Tensor], fake: Tensor, fake_logits: Optional[Tensor] = None,
+        real_radii: Optional[Tensor] = None,
     ) -> dict[str, float]:
         """The chosen metrics from real and generated features (and the generated samples' class logits;
-        ``real_radii``: the real set's k-NN radii for precision/recall, when already known)."""
+        ``real_radii``: the real set's k-NN radii for precision/recall, when already known). FID is against the
+        ``reference`` statistics when given (``real`` may then be ``None`` if no other metric needs it)."""
         values: dict[str, float] = {}
         if "fid" in self.metrics:
-            values["fid"] = float(frechet_distance(real, fake))
+            values["fid"] = float(self._reference.frechet_distance(fake) if self._reference is not None
+                                  else frechet_distance(real, fake))
         if "kid" in self.metrics:
             mean, std = kernel_inception_distance(real, fake, self.kid_subsets, self.kid_subset_size,
                                                   generator=torch.Generator().manual_seed(self.seed))
@@ -331,13 +347,15 @@ class GenerativeMetricsCallback(L.Callback):
         """Compute the metrics of ``pl_module``'s samples against the data module's ``split`` (all processes)."""
         self._prepare_extractor(trainer).to(pl_module.device)
         start = time.perf_counter()
-        key, real = self._real_features(trainer, split)
+        needs_real = self._reference is None or any(m in self.metrics for m in ("kid", "precision_recall"))
+        key, real = self._real_features(trainer, split) if needs_real else ("reference", None)
         if "precision_recall" in self.metrics and key not in self._real_radii:  # fixed real set: its radii once
             self._real_radii[key] = knn_radii(real.to(pl_module.device), self.pr_k)
         after_real = time.perf_counter()
         fake, fake_logits = self._generated_features(trainer, pl_module)
         after_fake = time.perf_counter()
-        values = self.compute(real.to(fake.device), fake, fake_logits, self._real_radii.get(key))
+        values = self.compute(None if real is None else real.to(fake.device), fake, fake_logits,
+                              self._real_radii.get(key))
         end = time.perf_counter()
         self.last_seconds = {"real": after_real - start, "generated": after_fake - after_real,
                              "compute": end - after_fake, "total": end - start}

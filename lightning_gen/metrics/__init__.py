@@ -27,6 +27,7 @@ from lightning_gen.metrics.image import (
     kernel_inception_distance,
 )
 from lightning_gen.metrics.precision_recall import improved_precision_recall, knn_radii
+from lightning_gen.metrics.stats import ReferenceStatistics
 from lightning_gen.metrics.sliced_wasserstein import SlicedWassersteinDistance, sliced_wasserstein_distance
 from lightning_gen.metrics.toy import ToyModeMetrics, toy_mode_counts, toy_mode_statistics
 
@@ -39,6 +40,7 @@ __all__ = [
     "InceptionWeightsNotFoundError",
     "KernelInceptionDistance",
     "PrecisionRecall",
+    "ReferenceStatistics",
     "SlicedWassersteinDistance",
     "ToyModeMetrics",
     "as_feature_extractor",
