@@ -99,6 +99,7 @@ class FeatureExtractor(nn.Module):
             num_features = guess if isinstance(guess, int) else None
         self._num_features = num_features
         self._fingerprint: Optional[str] = None
+        self._resize: Optional[str] = None  # a net that resizes inside says how (see ``resize``)
 
     def train(self, mode: bool = True) -> "FeatureExtractor":
         """Stay in evaluation mode: an extractor is never trained by the metrics (BatchNorm must not update)."""
@@ -116,6 +117,14 @@ class FeatureExtractor(nn.Module):
             dummy = torch.zeros(1, self.channels, self.image_size, self.image_size, device=self._device())
             self._num_features = int(self.extract(dummy, check=False)[0].shape[1])
         return self._num_features
+
+    @property
+    def resize(self) -> str:
+        """How images reach the net's input size, as reference statistics record it (:mod:`lightning_gen.metrics.
+        stats`): ``none``, ``bilinear-antialias-<size>px`` (:meth:`preprocess`) or the net's own."""
+        if self._resize is not None:
+            return self._resize
+        return "none" if self.image_size is None else f"bilinear-antialias-{self.image_size}px"
 
     def _device(self) -> torch.device:
         tensor = next(iter(self.net.parameters()), None)
@@ -227,6 +236,7 @@ class InceptionFeatureExtractor(FeatureExtractor):
             ) from err
         super().__init__(net, channels=3, image_size=None, net_range="uint8", name=f"inception-v3-{feature_dim}",
                          num_features=feature_dim)
+        self._resize = "tf1-bilinear-299px"  # torch-fidelity's network resizes inside, as TF1 did
 
     def _run_net(self, x: Tensor) -> tuple[Tensor, Optional[Tensor]]:
         features, logits = self.net(x)

@@ -60,14 +60,16 @@ def frechet_distance(real_features: Tensor, fake_features: Tensor) -> Tensor:
 
 
 def inception_score(logits: Tensor, splits: int = 10) -> tuple[Tensor, Tensor]:
-    """IS (Salimans et al. 2016) ``exp E_x KL(p(y|x) || p(y))`` from class logits: mean and std over ``splits``
-    consecutive chunks (the order is kept, so the same logits always give the same score)."""
+    """IS (Salimans et al. 2016) ``exp E_x KL(p(y|x) || p(y))`` from class logits: mean and std (ddof 0) over
+    ``splits`` consecutive chunks, chunk ``i`` being rows ``i N // splits`` to ``(i + 1) N // splits`` as in the
+    original code and torch-fidelity (the order is kept, so the same logits always give the same score)."""
     _check_features(logits)
     if splits < 1 or logits.shape[0] < splits:
         raise ValueError(f"inception_score needs 1 <= splits <= number of samples, got {splits} and {logits.shape[0]}")
     log_prob = logits.double().log_softmax(dim=1)
+    n = log_prob.shape[0]
     scores = []
-    for chunk in log_prob.chunk(splits, dim=0):
+    for chunk in (log_prob[i * n // splits:(i + 1) * n // splits] for i in range(splits)):
         log_marginal = chunk.exp().mean(0).log()
         scores.append((chunk.exp() * (chunk - log_marginal)).sum(1).mean().exp())
     stacked = torch.stack(scores)
@@ -158,17 +160,27 @@ class FrechetInceptionDistance(_TMFrechetInceptionDistance):
 
 
 class InceptionScore(_TMInceptionScore):
-    """torchmetrics' Inception Score on images in ``data_range`` from the extractor's class logits."""
+    """torchmetrics' Inception Score on images in ``data_range`` from the extractor's class logits, computed as
+    :func:`inception_score` after a shuffle seeded by ``seed`` (torchmetrics' own shuffles with the global random
+    state and reports the std over splits with ddof 1; torch-fidelity and the original code use ddof 0, as here)."""
 
     def __init__(
         self,
         extractor: Optional[nn.Module] = None,
         data_range: tuple[float, float] = (-1.0, 1.0),
         splits: int = 10,
+        seed: int = 0,
         **kwargs: Any,
     ) -> None:
         view = _ExtractorView(as_feature_extractor(extractor), data_range, "logits")
         super().__init__(feature=view, splits=splits, **kwargs)
+        self.seed = seed
+
+    def compute(self) -> tuple[Tensor, Tensor]:
+        """Mean and std of the score over ``splits`` chunks of the shuffled logits (see the class docstring)."""
+        logits = dim_zero_cat(self.features)
+        order = torch.randperm(logits.shape[0], generator=torch.Generator().manual_seed(self.seed))
+        return inception_score(logits[order.to(logits.device)], self.splits)
 
 
 class KernelInceptionDistance(_TMKernelInceptionDistance):

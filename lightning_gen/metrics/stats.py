@@ -50,9 +50,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 def extractor_provenance(extractor: FeatureExtractor, data_range: Sequence[float]) -> dict[str, Any]:
     """What an extractor contributes to the provenance: its fingerprint, its resize, the images' value range and
     the feature length."""
-    resize = ("none" if extractor.image_size is None else
-              f"bilinear-antialias-{extractor.image_size}px")  # FeatureExtractor.preprocess
-    return {"extractor": extractor.fingerprint(), "extractor_name": extractor.name, "resize": resize,
+    return {"extractor": extractor.fingerprint(), "extractor_name": extractor.name, "resize": extractor.resize,
             "data_range": [float(data_range[0]), float(data_range[1])], "num_features": extractor.num_features}
 
 
