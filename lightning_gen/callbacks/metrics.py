@@ -79,8 +79,13 @@ class GenerativeMetricsCallback(L.Callback):
             pytorch-fid's layout) that FID is computed against instead of the split's images; one computed with
             another extractor, resize or data range is refused, naming the difference. KID and precision/recall
             still compare with the split's images (they need the features, not only their mean and covariance).
+        fid_bootstrap: with B > 0, also log ``<stage>/fid_std``: the standard deviation of FID over B bootstrap
+            resamples of the generated features (seeded; the reference fixed), i.e. how much FID moves with the
+            draw of ``num_samples`` samples. ``kid_std`` is another kind of spread: the standard deviation of the
+            KID estimates of the ``kid_subsets`` subsets, each of ``kid_subset_size`` samples.
 
-    Logged keys: ``<stage>/fid``, ``<stage>/kid`` and ``<stage>/kid_std``, ``<stage>/inception_score`` and
+    Logged keys: ``<stage>/fid`` (and ``<stage>/fid_std`` with ``fid_bootstrap``), ``<stage>/kid`` and
+    ``<stage>/kid_std``, ``<stage>/inception_score`` and
     ``<stage>/inception_score_std``, ``<stage>/precision`` and ``<stage>/recall``. Under DDP each process generates
     and embeds its share, the features are gathered in a fixed order, and every process computes and logs the same
     values as a single process would.
@@ -105,6 +110,7 @@ class GenerativeMetricsCallback(L.Callback):
         is_splits: int = 10,
         pr_k: int = 3,
         reference: Optional[Union[str, Path]] = None,
+        fid_bootstrap: int = 0,
     ) -> None:
         super().__init__()
         names = ["inception_score" if m == "is" else m for m in metrics]
@@ -124,6 +130,9 @@ class GenerativeMetricsCallback(L.Callback):
         self.cache_dir = None if cache_dir is False else Path(cache_dir) if cache_dir else default_cache_dir()
         self.seed = seed
         self.kid_subsets, self.kid_subset_size, self.is_splits, self.pr_k = kid_subsets, kid_subset_size, is_splits, pr_k
+        if fid_bootstrap < 0:
+            raise ValueError(f"fid_bootstrap must be >= 0 (0: off), got {fid_bootstrap}")
+        self.fid_bootstrap = fid_bootstrap
         self.reference = None if reference is None else Path(reference)
         # read now, so a missing or malformed file fails before training does; checked against the extractor once built
         self._reference = None if reference is None else ReferenceStatistics.load(reference)
@@ -323,8 +332,14 @@ class GenerativeMetricsCallback(L.Callback):
         ``reference`` statistics when given (``real`` may then be ``None`` if no other metric needs it)."""
         values: dict[str, float] = {}
         if "fid" in self.metrics:
-            values["fid"] = float(self._reference.frechet_distance(fake) if self._reference is not None
-                                  else frechet_distance(real, fake))
+            fid = self._reference.frechet_distance if self._reference is not None else (
+                lambda f: frechet_distance(real, f))
+            values["fid"] = float(fid(fake))
+            if self.fid_bootstrap:
+                g = torch.Generator().manual_seed(self.seed)
+                draws = [float(fid(fake[torch.randint(len(fake), (len(fake),), generator=g).to(fake.device)]))
+                         for _ in range(self.fid_bootstrap)]
+                values["fid_std"] = float(torch.tensor(draws, dtype=torch.float64).std())
         if "kid" in self.metrics:
             mean, std = kernel_inception_distance(real, fake, self.kid_subsets, self.kid_subset_size,
                                                   generator=torch.Generator().manual_seed(self.seed))
