@@ -140,6 +140,7 @@ class GenerativeMetricsCallback(L.Callback):
         self.extractor: Optional[FeatureExtractor] = None
         self._real: dict[str, Tensor] = {}
         self._real_radii: dict[str, Tensor] = {}
+        self._kid_cache: dict[tuple[str, int], dict[int, tuple[Tensor, Tensor]]] = {}
         self.last: dict[str, float] = {}
         self.last_seconds: dict[str, float] = {}
 
@@ -325,11 +326,13 @@ class GenerativeMetricsCallback(L.Callback):
 
     def compute(
         self, real: Optional[Tensor], fake: Tensor, fake_logits: Optional[Tensor] = None,
-        real_radii: Optional[Tensor] = None,
+        real_radii: Optional[Tensor] = None, kid_cache: Optional[dict[int, tuple[Tensor, Tensor]]] = None,
     ) -> dict[str, float]:
         """The chosen metrics from real and generated features (and the generated samples' class logits;
         ``real_radii``: the real set's k-NN radii for precision/recall, when already known). FID is against the
-        ``reference`` statistics when given (``real`` may then be ``None`` if no other metric needs it)."""
+        ``reference`` statistics when given (``real`` may then be ``None`` if no other metric needs it);
+        ``kid_cache``: the real-real kernel sums of earlier evaluations against the same real set (see
+        :func:`~lightning_gen.metrics.kernel_inception_distance`)."""
         values: dict[str, float] = {}
         if "fid" in self.metrics:
             fid = self._reference.frechet_distance if self._reference is not None else (
@@ -342,7 +345,8 @@ class GenerativeMetricsCallback(L.Callback):
                 values["fid_std"] = float(torch.tensor(draws, dtype=torch.float64).std())
         if "kid" in self.metrics:
             mean, std = kernel_inception_distance(real, fake, self.kid_subsets, self.kid_subset_size,
-                                                  generator=torch.Generator().manual_seed(self.seed))
+                                                  generator=torch.Generator().manual_seed(self.seed),
+                                                  real_cache=kid_cache)
             values["kid"], values["kid_std"] = float(mean), float(std)
         if "inception_score" in self.metrics:
             if fake_logits is None or fake_logits.shape[1] == 0:
@@ -369,8 +373,10 @@ class GenerativeMetricsCallback(L.Callback):
         after_real = time.perf_counter()
         fake, fake_logits = self._generated_features(trainer, pl_module)
         after_fake = time.perf_counter()
+        # the same seed and set sizes draw the same real KID subsets every evaluation: keep their kernel sums
+        kid_cache = self._kid_cache.setdefault((key, len(fake)), {}) if "kid" in self.metrics else None
         values = self.compute(None if real is None else real.to(fake.device), fake, fake_logits,
-                              self._real_radii.get(key))
+                              self._real_radii.get(key), kid_cache)
         end = time.perf_counter()
         self.last_seconds = {"real": after_real - start, "generated": after_fake - after_real,
                              "compute": end - after_fake, "total": end - start}

@@ -216,3 +216,27 @@ def test_extractor_infers_feature_size_and_fingerprints_its_weights():
     other = FeatureExtractor(nn.Sequential(nn.Conv2d(1, 5, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten()), 1, 8)
     assert other.fingerprint() != before and FeatureExtractor(conv, 1, 8).fingerprint() == before
     assert not extractor.train().training and not conv.training
+
+
+def test_kid_reuses_the_real_kernel_sums_of_the_same_subsets_and_gives_the_same_answer(monkeypatch):
+    import lightning_gen.metrics.image as image
+
+    real = torch.randn(300, 6, generator=torch.Generator().manual_seed(1))
+    fakes = [torch.randn(200, 6, generator=torch.Generator().manual_seed(s)) + 0.2 for s in (2, 3)]
+    calls = []
+    kernel = image.poly_kernel
+    monkeypatch.setattr(image, "poly_kernel", lambda a, b, *args: calls.append(a is b or torch.equal(a, b)) or
+                        kernel(a, b, *args))
+    cache: dict = {}
+    for fake in fakes:  # two evaluations of different samples against the same real set, the same seed
+        plain = kernel_inception_distance(real, fake, 5, 100, generator=torch.Generator().manual_seed(0))
+        calls.clear()
+        cached = kernel_inception_distance(real, fake, 5, 100, generator=torch.Generator().manual_seed(0),
+                                           real_cache=cache)
+        assert torch.equal(plain[0], cached[0]) and torch.equal(plain[1], cached[1])
+    assert len(cache) == 5 and len(calls) == 10  # the second evaluation: fake-fake and real-fake kernels only
+    # another seed draws other real subsets: the cache is not used for them, and the answer is still exact
+    other = kernel_inception_distance(real, fakes[0], 5, 100, generator=torch.Generator().manual_seed(9),
+                                      real_cache=cache)
+    assert torch.equal(other[0], kernel_inception_distance(real, fakes[0], 5, 100,
+                                                           generator=torch.Generator().manual_seed(9))[0])
