@@ -85,13 +85,15 @@ def improved_precision_recall(
     the fraction of real samples inside the fake manifold. Both are float32 scalars in [0, 1].
 
     Inputs are ``(num_samples, feature_dim)`` features (e.g. ``ImageClassifier.features`` or Inception pool3);
-    the sets may differ in size. Pairwise distances are computed in float64, on the inputs' device, after
-    subtracting the real mean (distances are translation invariant; centring and float64 keep the
-    ``|a|^2 + |b|^2 - 2 a.b`` expansion accurate, where float32 would err by about 1e-7 of ``|a|^2`` and move
-    samples near a ball's boundary in or out), ``chunk_size`` rows at a time: peak extra memory is about ``chunk_size * max(n_real, n_fake) * 8`` bytes
-    (80 MB for 1024 x 10,000). Three distance blocks are formed: real-real and fake-fake for the radii, and one
-    fake-real pass that serves both precision and recall. ``real_radii`` (from :func:`knn_radii` with the same ``k``)
-    skips the real-real block when the real set is fixed.
+    the sets may differ in size. Distances are taken after subtracting the real mean (they are translation
+    invariant, and centring keeps the ``|a|^2 + |b|^2 - 2 a.b`` expansion accurate), on the inputs' device,
+    ``chunk_size`` rows at a time: peak extra memory is about ``chunk_size * max(n_real, n_fake) * 8`` bytes (80 MB
+    for 1024 x 10,000). Three distance blocks are formed: real-real and fake-fake for the radii (in float64), and one
+    fake-real pass that serves both precision and recall. That pass runs in float32 and decides every pair whose
+    distance is farther from the ball's radius than float32's rounding bound; the rows holding an undecided pair are
+    recomputed in float64, so the answer is the all-float64 one (float32 alone would err by about 1e-7 of ``|a|^2``
+    and move samples near a boundary in or out). ``real_radii`` (from :func:`knn_radii` with the same ``k``) skips
+    the real-real block when the real set is fixed.
     """
     _check_features(real_features, fake_features, k, chunk_size)
     real = real_features.detach().to(torch.float64)
@@ -110,10 +112,30 @@ def improved_precision_recall(
 
     fake_in_real = torch.zeros(fake.shape[0], dtype=torch.bool, device=real.device)
     real_in_fake = torch.zeros(real.shape[0], dtype=torch.bool, device=real.device)
+    # the fake-real block, the largest, in float32: a pair is decided there when its distance is farther from the
+    # ball's radius than float32's error bound; rows holding an undecided pair are recomputed in float64, exactly as
+    # an all-float64 pass would compute them, so the result is the same
+    real32, fake32 = real.float(), fake.float()
+    real_sq32, fake_sq32 = real_sq.float(), fake_sq.float()
+    bound = (2 * real.shape[1] + 8) * 2.0**-24  # float32's rounding of |a|^2 + |b|^2 - 2 a.b, relative to |a|^2 + |b|^2
+    real_r32, fake_r32 = real_radii.float(), fake_radii.float()
     for rows in _chunks(fake.shape[0], chunk_size):
-        d = _sq_distances(fake[rows], real, fake_sq[rows], real_sq)  # (chunk, n_real)
-        fake_in_real[rows] = (d <= real_radii[None, :]).any(dim=1)
-        real_in_fake |= (d <= fake_radii[rows, None]).any(dim=0)
+        d = _sq_distances(fake32[rows], real32, fake_sq32[rows], real_sq32)  # (chunk, n_real)
+        slack = bound * (fake_sq32[rows, None] + real_sq32[None, :]) + 1e-30
+        # precision: is each fake sample in some real ball?
+        sure_in = (d + slack <= real_r32[None, :]).any(dim=1)
+        undecided = ~sure_in & (d - slack <= real_r32[None, :]).any(dim=1)
+        # recall: is each real sample (not yet found inside) in some fake ball of this chunk?
+        sure_cover = d + slack <= fake_r32[rows, None]
+        open_pairs = (d - slack <= fake_r32[rows, None]) & ~sure_cover & ~real_in_fake[None, :]
+        undecided |= open_pairs.any(dim=1)
+        fake_in_real[rows] = sure_in
+        real_in_fake |= sure_cover.any(dim=0)
+        redo = torch.nonzero(undecided).flatten() + rows.start
+        if redo.numel():
+            exact = _sq_distances(fake[redo], real, fake_sq[redo], real_sq)
+            fake_in_real[redo] = (exact <= real_radii[None, :]).any(dim=1)
+            real_in_fake |= (exact <= fake_radii[redo, None]).any(dim=0)
     precision = fake_in_real.to(torch.float64).mean().to(torch.float32)
     recall = real_in_fake.to(torch.float64).mean().to(torch.float32)
     return precision, recall

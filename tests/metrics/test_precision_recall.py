@@ -134,3 +134,38 @@ def test_precomputed_real_radii_give_the_same_answer():
     assert knn_radii(line, k=1)[0].item() == 1.0 and knn_radii(line, k=3)[0].item() == 49.0
     with pytest.raises(ValueError, match="one radius per real sample"):
         improved_precision_recall(real, fake, real_radii=radii[:10])
+
+
+def _all_float64(real: torch.Tensor, fake: torch.Tensor, k: int) -> tuple[float, float]:
+    """The fake-real pass as it was before the float32 screening: every distance in float64."""
+    real64, fake64 = real.double(), fake.double()
+    center = real64.mean(0, keepdim=True)
+    real64, fake64 = real64 - center, fake64 - center
+    from lightning_gen.metrics.precision_recall import _kth_nn_sq_radii, _sq_distances
+
+    real_sq, fake_sq = real64.pow(2).sum(1), fake64.pow(2).sum(1)
+    real_r, fake_r = _kth_nn_sq_radii(real64, real_sq, k, 1024), _kth_nn_sq_radii(fake64, fake_sq, k, 1024)
+    d = _sq_distances(fake64, real64, fake_sq, real_sq)
+    precision, recall = (d <= real_r[None, :]).any(1).double().mean(), (d <= fake_r[:, None]).any(0).double().mean()
+    return float(precision.float()), float(recall.float())  # float32 results, as the function's
+
+
+@pytest.mark.parametrize("case", ["gaussian-64d", "lattice-ties", "duplicates", "clusters-256d"])
+def test_the_float32_screen_gives_exactly_the_all_float64_answer(case):
+    g = torch.Generator().manual_seed(3)
+    if case == "gaussian-64d":
+        real, fake = torch.randn(1500, 64, generator=g), torch.randn(1200, 64, generator=g) * 1.2 + 0.1
+    elif case == "lattice-ties":  # integer points: many distances equal a radius exactly
+        real = torch.randint(0, 6, (800, 3), generator=g).float()
+        fake = torch.randint(0, 7, (700, 3), generator=g).float()
+    elif case == "duplicates":
+        base = torch.randn(300, 16, generator=g)
+        real, fake = base.repeat(3, 1), torch.cat([base[:200], torch.randn(400, 16, generator=g)])
+    else:
+        centers = torch.randn(10, 256, generator=g) * 5
+        real = centers[torch.arange(1000) % 10] + torch.randn(1000, 256, generator=g)
+        fake = centers[torch.arange(900) % 7] + torch.randn(900, 256, generator=g) * 1.1
+    precision, recall = improved_precision_recall(real, fake, k=3, chunk_size=256)
+    expected = _all_float64(real, fake, 3)
+    assert (float(precision), float(recall)) == pytest.approx(expected, abs=0)
+    assert 0 < expected[0] < 1 or 0 < expected[1] < 1  # a case with samples on both sides of the boundaries
