@@ -160,7 +160,12 @@ class _ExtractorView(nn.Module):
 
 
 class FrechetInceptionDistance(_TMFrechetInceptionDistance):
-    """torchmetrics' FID on images in ``data_range`` with any extractor (``None``: Inception pool features)."""
+    """torchmetrics' FID on images in ``data_range`` with any extractor (``None``: Inception pool features).
+
+    ``reference``: a reference statistics file (or :class:`~lightning_gen.metrics.stats.ReferenceStatistics`) that
+    stands for the real images: only generated images are then updated (``real=False``), and one computed with
+    another extractor, resize or data range is refused, naming the difference.
+    """
 
     higher_is_better = False
 
@@ -169,10 +174,38 @@ class FrechetInceptionDistance(_TMFrechetInceptionDistance):
         extractor: Optional[nn.Module] = None,
         data_range: tuple[float, float] = (-1.0, 1.0),
         reset_real_features: bool = True,
+        reference: Any = None,
         **kwargs: Any,
     ) -> None:
-        view = _ExtractorView(as_feature_extractor(extractor), data_range, "features")
+        features = as_feature_extractor(extractor)
+        view = _ExtractorView(features, data_range, "features")
         super().__init__(feature=view, reset_real_features=reset_real_features, **kwargs)
+        self._reference = None
+        if reference is not None:
+            from lightning_gen.metrics.stats import ReferenceStatistics, extractor_provenance
+
+            stats = reference if isinstance(reference, ReferenceStatistics) else ReferenceStatistics.load(reference)
+            stats.check(extractor_provenance(features, data_range), source=f"the reference statistics {reference}")
+            self._reference = stats
+
+    def update(self, imgs: Tensor, real: bool) -> None:
+        """Add images' features to the real or the generated set (with a ``reference``: generated only)."""
+        if real and self._reference is not None:
+            raise ValueError("this FID has reference statistics for the real images: update it with generated "
+                             "images only (real=False)")
+        super().update(imgs, real)
+
+    def compute(self) -> Tensor:
+        """FID of the generated set against the real set (or the ``reference`` statistics)."""
+        if self._reference is None:
+            return super().compute()
+        n = self.fake_features_num_samples
+        if n < 2:
+            raise RuntimeError("More than one generated sample is required to compute FID")
+        mean = self.fake_features_sum / n
+        cov = (self.fake_features_cov_sum - n * torch.outer(mean, mean)) / (n - 1)
+        return gaussian_frechet_distance(self._reference.mean.to(mean.device), self._reference.cov.to(mean.device),
+                                         mean, cov).to(self.orig_dtype)
 
 
 class InceptionScore(_TMInceptionScore):

@@ -149,3 +149,28 @@ def test_the_command_computes_a_data_module_splits_statistics(tmp_path, mnist_ro
                                             (-1.0, 1.0))[0] for a in range(0, len(images), 500)]).double()
     torch.testing.assert_close(stats.mean, features.mean(0), rtol=1e-6, atol=1e-7)
     torch.testing.assert_close(stats.cov, torch.cov(features.T), rtol=1e-5, atol=1e-7)
+
+
+def test_the_fid_metric_class_takes_a_reference_file_for_the_real_images(tmp_path):
+    from lightning_gen.metrics import FrechetInceptionDistance
+
+    extractor = FeatureExtractor(SmallConvFeatures())
+    data = BlobImages()
+    real_images = data.splits["train"].tensors[0][:300]
+    fake_images = BlobSampler(shift=1.0).sample(200, generator=torch.Generator().manual_seed(0))
+    plain = FrechetInceptionDistance(extractor=extractor)
+    plain.update(real_images, real=True)
+    plain.update(fake_images, real=False)
+    real = extractor.extract(real_images)[0]
+    path = ReferenceStatistics.from_features(real, **extractor_provenance(extractor, (-1, 1))).save(tmp_path / "r.npz")
+    metric = FrechetInceptionDistance(extractor=extractor, reference=path)
+    metric.update(fake_images[:120], real=False)
+    metric.update(fake_images[120:], real=False)
+    assert float(metric.compute()) == pytest.approx(float(plain.compute()), rel=1e-4)
+    same = FrechetInceptionDistance(extractor=extractor, reference=path)  # samples of the data's own distribution
+    same.update(BlobSampler(shift=0.0).sample(200, generator=torch.Generator().manual_seed(0)), real=False)
+    assert float(same.compute()) < float(plain.compute()) / 5
+    with pytest.raises(ValueError, match="generated images only"):
+        metric.update(real_images, real=True)
+    with pytest.raises(ValueError, match="data_range"):
+        FrechetInceptionDistance(extractor=extractor, data_range=(0.0, 1.0), reference=path)
