@@ -190,6 +190,20 @@ def test_reachability_probe_on_local_sockets(monkeypatch):
 # --- end to end -------------------------------------------------------------------------------------------------
 
 
+def _finished_records(path: Path, patience: float = 120.0) -> list[wandb_internal_pb2.Record]:
+    """The run file's records once wandb's service has written its ``exit`` record: ``wandb.finish()`` can return
+    before the service (a process of its own) has flushed the file, on a loaded machine (an empty file was read in
+    a full-suite run with two other jobs on the 2 cores). Gives up after ``patience`` seconds."""
+    import time
+
+    deadline = time.monotonic() + patience
+    while True:
+        records = _wandb_records(path) if path.stat().st_size > 7 else []
+        if (records and records[-1].WhichOneof("record_type") == "exit") or time.monotonic() > deadline:
+            return records
+        time.sleep(0.5)
+
+
 def _wandb_records(path: Path) -> list[wandb_internal_pb2.Record]:
     """The protobuf records of a ``run-<id>.wandb`` file.
 
@@ -246,7 +260,7 @@ def test_fit_logs_metrics_images_config_and_checkpoints_to_the_offline_run(tmp_p
 
     (run_dir,) = (tmp_path / "wandb").glob("offline-run-*")
     (run_file,) = run_dir.glob("run-*.wandb")
-    records = _wandb_records(run_file)
+    records = _finished_records(run_file)
     kinds = [r.WhichOneof("record_type") for r in records]
     assert kinds.count("run") == 1 and kinds[-1] == "exit"
     (run,) = [r.run for r in records if r.HasField("run")]

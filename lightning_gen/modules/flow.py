@@ -190,12 +190,12 @@ class RealNVP(SingleObjectiveModule):
         ``dequantize=True`` (the paper's number), or of the continuous density otherwise."""
         return -self.log_prob(x, generator) / (self.num_dims * math.log(2.0))
 
-    # -- sampling -----------------------------------------------------------------------------------------------
-    @torch.no_grad()
     def sharding_units(self) -> list[nn.Module]:
         """The coupling layers' conditioner nets: each runs through its ``forward`` in both directions."""
         return [layer.net for layer in self.flow.modules() if isinstance(layer, AffineCoupling)]
 
+    # -- sampling -----------------------------------------------------------------------------------------------
+    @torch.no_grad()
     def sample(
         self, num_samples: int, generator: Optional[torch.Generator] = None, truncation: Optional[float] = None,
         **condition: Any,
