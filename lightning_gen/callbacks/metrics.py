@@ -21,7 +21,6 @@ from torch import Tensor, nn
 from lightning_gen.metrics.features import FeatureExtractor
 from lightning_gen.metrics.image import (
     as_feature_extractor,
-    frechet_distance,
     inception_score,
     kernel_inception_distance,
 )
@@ -335,8 +334,9 @@ class GenerativeMetricsCallback(L.Callback):
         :func:`~lightning_gen.metrics.kernel_inception_distance`)."""
         values: dict[str, float] = {}
         if "fid" in self.metrics:
-            fid = self._reference.frechet_distance if self._reference is not None else (
-                lambda f: frechet_distance(real, f))
+            # the real Gaussian is fitted once, not again for every bootstrap draw
+            reference = self._reference if self._reference is not None else ReferenceStatistics.from_features(real)
+            fid = reference.frechet_distance
             values["fid"] = float(fid(fake))
             if self.fid_bootstrap:
                 g = torch.Generator().manual_seed(self.seed)

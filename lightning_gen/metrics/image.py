@@ -103,15 +103,15 @@ def kernel_inception_distance(
     for i in range(subsets):
         r = torch.randperm(real.shape[0], generator=generator)[:size]
         f = torch.randperm(fake.shape[0], generator=generator)[:size].to(fake.device)
+        x, y = real[r.to(real.device)], fake[f]
         cached = None if real_cache is None else real_cache.get(i)
         if cached is not None and torch.equal(cached[0], r):
             real_sum = cached[1].to(real.device)
         else:
-            k_rr = poly_kernel(real[r.to(real.device)], real[r.to(real.device)], degree, gamma, coef)
+            k_rr = poly_kernel(x, x, degree, gamma, coef)
             real_sum = k_rr.sum() - k_rr.diagonal().sum()
             if real_cache is not None:
                 real_cache[i] = (r, real_sum.detach().cpu())
-        x, y = real[r.to(real.device)], fake[f]
         k_ff = poly_kernel(y, y, degree, gamma, coef)
         fake_sum = k_ff.sum() - k_ff.diagonal().sum()
         cross_sum = poly_kernel(x, y, degree, gamma, coef).sum()

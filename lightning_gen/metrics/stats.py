@@ -91,11 +91,11 @@ class ReferenceStatistics:
         path.parent.mkdir(parents=True, exist_ok=True)
         provenance = {**self.provenance, "num_images": self.num_images}
         if path.suffix == ".npz":
-            np.savez(path, mu=self.mean.numpy(), sigma=self.cov.numpy(),
+            np.savez(path, mu=self.mean.cpu().numpy(), sigma=self.cov.cpu().numpy(),
                      **{PROVENANCE_KEY: np.array(json.dumps(provenance, sort_keys=True))})
         else:
-            torch.save({"mean": self.mean, "cov": self.cov, "num_images": self.num_images, "provenance": provenance},
-                       path)
+            torch.save({"mean": self.mean.cpu(), "cov": self.cov.cpu(), "num_images": self.num_images,
+                        "provenance": provenance}, path)
         return path
 
     @classmethod
@@ -140,7 +140,7 @@ class ReferenceStatistics:
         against the features the statistics came from)."""
         if features.ndim != 2 or features.shape[1] != self.mean.numel() or features.shape[0] < 2:
             raise ValueError(f"need (N >= 2, {self.mean.numel()}) features, got {tuple(features.shape)}")
-        x = features.double().cpu()
+        x = features.double().to(self.mean.device)  # where the statistics are (a file's: the CPU)
         return gaussian_frechet_distance(self.mean, self.cov, x.mean(0), torch.cov(x.T))
 
 

@@ -124,6 +124,8 @@ class GenerativeModule(L.LightningModule):
     def __init__(self) -> None:
         super().__init__()
         self._rng_restored = self._rng_remapped = False
+        # set by sharded training (SingleObjectiveModule.configure_model): the parameters left whole on every rank
+        self._replicated_params: Optional[list[torch.nn.Parameter]] = None
         self._finite_guard = FiniteLossGuard(self._raise_non_finite)
         self._sync_free_batch = False  # in a training batch that neither starts an epoch nor logs
         self._logging_batch = False
@@ -144,7 +146,7 @@ class GenerativeModule(L.LightningModule):
     def samples_collectively(self) -> bool:
         """Whether :meth:`sample` is collective: under sharded training each net gathers its parameters when it
         is called, so every rank must sample together (a callback that draws pictures on rank 0 draws on all)."""
-        return getattr(self, "_replicated_params", None) is not None
+        return self._replicated_params is not None
 
     def sample(self, num_samples: int, generator: Optional[torch.Generator] = None, **condition: Any) -> Tensor:
         """Draw ``num_samples`` samples of the data's shape; a seeded ``generator`` makes them reproducible."""
@@ -473,7 +475,7 @@ class SingleObjectiveModule(GenerativeModule):
         """Under ``ModelParallelStrategy``, shard each net over the data-parallel ranks (FSDP2 ``fully_shard``; see
         :mod:`lightning_gen.modules.sharding`) once; then compile (see :meth:`GenerativeModule.configure_model`)."""
         mesh = self.device_mesh
-        if mesh is not None and getattr(self, "_replicated_params", None) is None:
+        if mesh is not None and self._replicated_params is None:
             if not self.supports_sharding:
                 raise NotImplementedError(
                     f"{type(self).__name__} cannot be sharded (ModelParallelStrategy / FSDP): {self.sharding_refusal}. "
@@ -487,7 +489,7 @@ class SingleObjectiveModule(GenerativeModule):
                                     gradient_clip_algorithm: Optional[str] = None) -> None:
         """Clip as Lightning does; with sharded nets, over the sharded and the whole gradients together (see
         :func:`~lightning_gen.modules.sharding.clip_mixed_gradients_`)."""
-        if getattr(self, "_replicated_params", None) is None or not gradient_clip_val:
+        if self._replicated_params is None or not gradient_clip_val:
             super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
             return
         clip_mixed_gradients_([p for group in optimizer.param_groups for p in group["params"]],
@@ -580,7 +582,7 @@ class SingleObjectiveModule(GenerativeModule):
         """Bring the finite-loss flag up to date before the update (a fused optimizer reads it in its kernel).
         Subclasses that override this hook must call ``super().on_before_optimizer_step(optimizer)``."""
         super().on_before_optimizer_step(optimizer)
-        if getattr(self, "_replicated_params", None):  # sharded nets: the module's own parameters are whole copies
+        if self._replicated_params:  # sharded nets: the module's own parameters are whole copies
             average_replicated_gradients(self._replicated_params)
         if self.detect_non_finite and not self._loss_scaled():
             self._finite_guard.update_skip()

@@ -76,7 +76,6 @@ def average_replicated_gradients(params: list[nn.Parameter], group: Optional[obj
         offset += g.numel()
 
 
-
 def clip_mixed_gradients_(params: Iterable[nn.Parameter], clip_val: float, algorithm: str = "norm") -> Tensor:
     """Clip gradients of which some are sharded (DTensor) and some whole (the same on every rank) as one set of whole
     gradients would be: by value elementwise, or by their global norm (the shards' squares summed over the ranks, the
