@@ -19,7 +19,7 @@ from lightning_gen.modules.base import (
     reject_unexpected_arguments,
 )
 from lightning_gen.modules.compile import CompileOption
-from lightning_gen.nets.flows import AffineCoupling
+from lightning_gen.nets.flows import COUPLINGS
 from lightning_gen.noise import rand, truncated_randn
 from lightning_gen.precision import full_precision
 
@@ -192,7 +192,7 @@ class RealNVP(SingleObjectiveModule):
 
     def sharding_units(self) -> list[nn.Module]:
         """The coupling layers' conditioner nets: each runs through its ``forward`` in both directions."""
-        return [layer.net for layer in self.flow.modules() if isinstance(layer, AffineCoupling)]
+        return [layer.net for layer in self.flow.modules() if isinstance(layer, COUPLINGS)]
 
     # -- sampling -----------------------------------------------------------------------------------------------
     @torch.no_grad()

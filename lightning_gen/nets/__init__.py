@@ -11,9 +11,11 @@ from lightning_gen.nets.image_to_image import (
     patchgan_receptive_field,
 )
 from lightning_gen.nets.flows import (
+    COUPLINGS,
     AffineCoupling,
     CouplingResNet,
     ImageRealNVP,
+    SplineCoupling,
     VectorRealNVP,
     channel_mask,
     checkerboard_mask,
@@ -21,6 +23,7 @@ from lightning_gen.nets.flows import (
     squeeze2d,
     unsqueeze2d,
 )
+from lightning_gen.nets.splines import rational_quadratic_spline, spline_parameter_count
 from lightning_gen.nets.dcgan import DCGAN_IMAGE_SIZES, DCGANDiscriminator, DCGANGenerator
 from lightning_gen.nets.infogan import DCGANInfoGANDiscriminator, InfoGANOutput, MLPInfoGANDiscriminator
 from lightning_gen.nets.layers import (
@@ -71,6 +74,10 @@ __all__ = [
     "patchgan_receptive_field",
     "ImagePool",
     "AffineCoupling",
+    "SplineCoupling",
+    "COUPLINGS",
+    "rational_quadratic_spline",
+    "spline_parameter_count",
     "CouplingResNet",
     "VectorRealNVP",
     "ImageRealNVP",

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from lightning_gen.nets.mlp import make_activation, mlp
+from lightning_gen.nets.splines import rational_quadratic_spline, spline_parameter_count
 from lightning_gen.precision import full_precision
 
 __all__ = [
@@ -28,6 +29,8 @@ __all__ = [
     "squeeze2d",
     "unsqueeze2d",
     "AffineCoupling",
+    "SplineCoupling",
+    "COUPLINGS",
     "CouplingResNet",
     "ActNorm",
     "InvertibleConv1x1",
@@ -123,6 +126,82 @@ class AffineCoupling(nn.Module):
         """Undo :meth:`forward`: the kept entries are unchanged, so ``s`` and ``t`` are recomputed from them."""
         s, t = self._scale_shift(y * self.mask)
         return (y - t) * torch.exp(-s)
+
+
+class SplineCoupling(nn.Module):
+    """Rational-quadratic spline coupling (Durkan et al. 2019): ``y = m * x + (1 - m) * RQS(x; theta(m x))``.
+
+    ``mask`` marks the kept entries with 1, as in :class:`AffineCoupling`. ``net`` maps the masked input (with the
+    mask appended as one more channel when ``mask_as_input``) to ``C * (3 * num_bins - 1)`` channels (or
+    ``D * (3 * num_bins - 1)`` features): for every entry, ``num_bins`` widths, ``num_bins`` heights and
+    ``num_bins - 1`` interior derivatives of a monotonic spline on ``[-bound, bound]``, the identity outside (see
+    :func:`~lightning_gen.nets.splines.rational_quadratic_spline`). Each entry's parameters are the
+    ``3 * num_bins - 1`` consecutive channels of its channel. Zero-initialize the net's last layer to start at the
+    identity.
+    """
+
+    def __init__(
+        self,
+        mask: Tensor,
+        net: nn.Module,
+        num_bins: int = 8,
+        bound: float = 5.0,
+        mask_as_input: bool = False,
+        min_bin_width: float = 1e-3,
+        min_bin_height: float = 1e-3,
+        min_derivative: float = 1e-3,
+    ) -> None:
+        super().__init__()
+        if mask_as_input and (mask.dim() != 3 or mask.shape[0] != 1):
+            raise ValueError(f"mask_as_input needs a (1, H, W) spatial mask, got shape {tuple(mask.shape)}")
+        if num_bins < 1:
+            raise ValueError(f"num_bins must be >= 1, got {num_bins}")
+        if not bound > 0:
+            raise ValueError(f"bound must be positive, got {bound}")
+        self.register_buffer("mask", mask.float().clone())
+        self.net = net
+        self.mask_as_input = bool(mask_as_input)
+        self.num_bins = int(num_bins)
+        self.bound = float(bound)
+        self.limits = {"min_bin_width": float(min_bin_width), "min_bin_height": float(min_bin_height),
+                       "min_derivative": float(min_derivative)}
+
+    def _spline(self, x: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
+        kept = self.mask.bool()
+        inputs = x * self.mask
+        if self.mask_as_input:
+            inputs = torch.cat([inputs, self.mask.expand(x.shape[0], 1, *x.shape[2:])], dim=1)
+        raw = self.net(inputs)
+        per_entry = spline_parameter_count(self.num_bins)
+        if raw.shape[1] != x.shape[1] * per_entry or raw.shape[2:] != x.shape[2:]:
+            raise ValueError(
+                f"SplineCoupling's net must output {x.shape[1]} x {per_entry} = {x.shape[1] * per_entry} channels "
+                f"({self.num_bins} bins) of the input's size, got shape {tuple(raw.shape)} for input {tuple(x.shape)}"
+            )
+        params = raw.unflatten(1, (x.shape[1], per_entry)).movedim(2, -1)
+        widths, heights, derivatives = params.split([self.num_bins, self.num_bins, self.num_bins - 1], dim=-1)
+        y, log_slope = rational_quadratic_spline(x, widths, heights, derivatives, inverse=inverse, bound=self.bound,
+                                                 **self.limits)
+        y = torch.where(kept, x.to(y.dtype), y)
+        return y, torch.where(kept, torch.zeros_like(log_slope), log_slope).flatten(1).sum(1)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Transform ``x``; returns ``(y, log|det dy/dx|)`` with the log-determinant per sample, ``(B,)``, in float32
+        at least (the spline's arithmetic too)."""
+        return self._spline(x, inverse=False)
+
+    def inverse(self, y: Tensor) -> Tensor:
+        """Undo :meth:`forward`: the kept entries are unchanged, so the spline is recomputed from them and inverted."""
+        return self._spline(y, inverse=True)[0]
+
+
+#: The coupling layers a flow is built from: each conditions its ``net`` on the kept entries of its input.
+COUPLINGS = (AffineCoupling, SplineCoupling)
+
+
+def _check_coupling(coupling: str) -> None:
+    if coupling not in ("affine", "spline"):
+        raise ValueError(f"coupling must be 'affine' or 'spline', got {coupling!r}")
 
 
 def _log_det_accumulator(x: Tensor) -> Tensor:
@@ -321,7 +400,12 @@ def _chain_inverse(layers: Sequence[nn.Module], y: Tensor) -> Tensor:
 
 # -- flows ------------------------------------------------------------------------------------------------------------
 class VectorRealNVP(nn.Module):
-    """RealNVP for vectors ``(B, D)``: ``num_couplings`` MLP affine couplings with alternating half-split masks."""
+    """A coupling flow for vectors ``(B, D)``: ``num_couplings`` MLP couplings with alternating half-split masks.
+
+    ``coupling="affine"`` builds RealNVP (Dinh et al. 2017) from :class:`AffineCoupling`; ``coupling="spline"`` a
+    neural spline flow (Durkan et al. 2019) from :class:`SplineCoupling`, each with ``num_bins`` rational-quadratic
+    bins on ``[-tail_bound, tail_bound]`` (the identity outside: standardize the data or widen the bound).
+    """
 
     def __init__(
         self,
@@ -330,17 +414,28 @@ class VectorRealNVP(nn.Module):
         hidden_dims: Sequence[int] = (128, 128),
         activation: str = "relu",
         scale_init: float = 1.0,
+        coupling: str = "affine",
+        num_bins: int = 8,
+        tail_bound: float = 5.0,
     ) -> None:
         super().__init__()
         if num_couplings < 2:
             raise ValueError(f"num_couplings must be >= 2 so that every coordinate is transformed, got {num_couplings}")
+        _check_coupling(coupling)
         self.dim = int(dim)
         self.data_shape: tuple[int, ...] = (self.dim,)
+        self.coupling = coupling
         couplings = []
         for i in range(num_couplings):
-            net = mlp(self.dim, hidden_dims, 2 * self.dim, activation)
+            mask = half_mask(self.dim, parity=i)
+            if coupling == "spline":
+                net = mlp(self.dim, hidden_dims, self.dim * spline_parameter_count(num_bins), activation)
+                layer: nn.Module = SplineCoupling(mask, net, num_bins=num_bins, bound=tail_bound)
+            else:
+                net = mlp(self.dim, hidden_dims, 2 * self.dim, activation)
+                layer = AffineCoupling(mask, net, scale_init=scale_init)
             _zero_last(net)
-            couplings.append(AffineCoupling(half_mask(self.dim, parity=i), net, scale_init=scale_init))
+            couplings.append(layer)
         self.couplings = nn.ModuleList(couplings)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -367,8 +462,10 @@ class ImageRealNVP(nn.Module):
 
     ``actnorm=True`` puts an :class:`ActNorm` (data-dependent init on the first training batch) before every coupling;
     ``permutation="conv1x1"`` an :class:`InvertibleConv1x1` before every channel coupling (after the ActNorm), which
-    mixes the channels so each coupling can condition on any of them. The defaults build the flow of earlier versions
-    (same parameters, so their checkpoints load). The latent ``z`` has the image's shape: the factored-out pieces and
+    mixes the channels so each coupling can condition on any of them. ``coupling="spline"`` uses
+    :class:`SplineCoupling` (``num_bins`` rational-quadratic bins on ``[-tail_bound, tail_bound]``, Durkan et al.
+    2019) instead of :class:`AffineCoupling`. The defaults build the flow of earlier versions (same parameters, so
+    their checkpoints load). The latent ``z`` has the image's shape: the factored-out pieces and
     the last scale's output, flattened and concatenated in that order.
     """
 
@@ -384,8 +481,12 @@ class ImageRealNVP(nn.Module):
         permutation: str = "none",
         layout: str = "realnvp",
         steps_per_scale: int = 4,
+        coupling: str = "affine",
+        num_bins: int = 8,
+        tail_bound: float = 5.0,
     ) -> None:
         super().__init__()
+        _check_coupling(coupling)
         height, width = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
         if num_scales < 1:
             raise ValueError(f"num_scales must be >= 1, got {num_scales}")
@@ -407,14 +508,20 @@ class ImageRealNVP(nn.Module):
         self.data_shape: tuple[int, ...] = (int(channels), int(height), int(width))
         self.num_scales = int(num_scales)
         self.layout = layout
+        self.coupling = coupling
 
         def step(mask: Tensor, c: int) -> nn.Module:
             spatial = mask.shape[0] == 1  # checkerboard: the net also sees the mask, to know which pixels it has
-            net = CouplingResNet(c + int(spatial), 2 * c, hidden_channels, num_blocks, activation)
-            coupling = AffineCoupling(mask, net, mask_as_input=spatial, channels=c)
+            if coupling == "spline":
+                net = CouplingResNet(c + int(spatial), c * spline_parameter_count(num_bins), hidden_channels,
+                                     num_blocks, activation)
+                layer: nn.Module = SplineCoupling(mask, net, num_bins=num_bins, bound=tail_bound, mask_as_input=spatial)
+            else:
+                net = CouplingResNet(c + int(spatial), 2 * c, hidden_channels, num_blocks, activation)
+                layer = AffineCoupling(mask, net, mask_as_input=spatial, channels=c)
             layers = ([ActNorm(c)] if actnorm else []) + (
                 [InvertibleConv1x1(c)] if permutation == "conv1x1" and not spatial else [])
-            return FlowSequence(*layers, coupling) if layers else coupling
+            return FlowSequence(*layers, layer) if layers else layer
 
         c, h, w = self.data_shape
         self.scales = nn.ModuleList()

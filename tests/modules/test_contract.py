@@ -133,6 +133,12 @@ CASES: dict[str, Case] = {
     "realnvp/glow": Case(lightning_gen.RealNVP, _one("flow", lambda: ImageRealNVP(
         1, 16, 2, hidden_channels=8, num_blocks=1, actnorm=True, permutation="conv1x1", layout="glow",
         steps_per_scale=2)), "image", density=True, kwargs={"dequantize": True}),
+    # neural spline flows (Durkan et al. 2019): rational-quadratic spline couplings in the vector and image flows
+    "spline_flow/toy": Case(lightning_gen.RealNVP, _one("flow", lambda: VectorRealNVP(2, 4, (16, 16), coupling="spline")),
+                            "toy", density=True),
+    "spline_flow/image": Case(lightning_gen.RealNVP, _one("flow", lambda: ImageRealNVP(
+        1, 16, 2, hidden_channels=8, num_blocks=1, actnorm=True, layout="glow", steps_per_scale=2, coupling="spline",
+        num_bins=4)), "image", density=True, kwargs={"dequantize": True}),
     "ddpm/toy": Case(lightning_gen.DDPM, _one("denoiser", lambda: MLPDenoiser(2, (32, 32), 16)), "toy",
                      kwargs={"num_timesteps": 25, "variance": "beta_tilde"}),
     "ddpm/image": Case(lightning_gen.DDPM, _one("denoiser", lambda: UNet(1, 16, base_channels=8, channel_mults=(1, 2))),

@@ -1,5 +1,5 @@
-"""Tests of lightning_gen/nets/flows.py: masks, squeeze, RealNVP's exact log-determinant and inverse, and the Glow
-layers (ActNorm, invertible 1x1 convolution)."""
+"""Tests of lightning_gen/nets/flows.py: masks, squeeze, RealNVP's exact log-determinant and inverse, the Glow
+layers (ActNorm, invertible 1x1 convolution), and spline couplings in the vector and image flows."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from lightning_gen.nets.flows import (
     CouplingResNet,
     ImageRealNVP,
     InvertibleConv1x1,
+    SplineCoupling,
     VectorRealNVP,
     channel_mask,
     checkerboard_mask,
@@ -230,3 +231,76 @@ def test_default_image_flow_keeps_the_parameters_of_earlier_versions_and_options
     with pytest.raises(ValueError, match="divisible by 8"):
         ImageRealNVP(1, 28, num_scales=3, layout="glow")
 
+
+
+# -- spline couplings (Durkan et al. 2019) ----------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["half", "checkerboard", "channel"])
+def test_spline_coupling_log_det_matches_autograd_and_inverse_recovers_input(kind):
+    torch.manual_seed(0)
+    if kind == "half":
+        mask, shape = half_mask(5, 1), (5,)
+        layer = SplineCoupling(mask, mlp(5, [16], 5 * 11, "tanh"), num_bins=4, bound=3.0)
+    elif kind == "checkerboard":
+        mask, shape = checkerboard_mask(4, 4, 0), (2, 4, 4)
+        layer = SplineCoupling(mask, CouplingResNet(3, 2 * 11, 8, 1), num_bins=4, bound=3.0, mask_as_input=True)
+    else:
+        mask, shape = channel_mask(4, 1), (4, 3, 3)
+        layer = SplineCoupling(mask, CouplingResNet(4, 4 * 11, 8, 1), num_bins=4, bound=3.0)
+    layer = perturb_(layer.double(), 0.3, seed=11)
+    x = torch.randn(3, *shape, dtype=torch.float64)
+    x[0].view(-1)[:2] = torch.tensor([3.5, -4.0])  # some entries in the identity tails
+    y, log_det = layer(x)
+    assert log_det.abs().min() > 1e-3  # not the identity any more
+    torch.testing.assert_close(log_det, autograd_log_det(layer, x), rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(layer.inverse(y), x, rtol=0, atol=1e-9)
+    kept = mask.bool().expand(shape)
+    assert torch.equal(y[:, kept], x[:, kept])  # the masked entries pass through unchanged
+    assert not torch.equal(y[:, ~kept], x[:, ~kept])
+
+
+@pytest.mark.parametrize("layout", ["realnvp", "glow"])
+def test_spline_flows_start_at_the_identity_keep_the_log_det_exact_and_invert(layout):
+    vector = VectorRealNVP(3, 4, (16,), coupling="spline", num_bins=6)
+    v = torch.randn(4, 3)
+    z, log_det = vector(v)
+    torch.testing.assert_close(z, v, rtol=0, atol=1e-6)
+    torch.testing.assert_close(log_det, torch.zeros(4), rtol=0, atol=1e-5)
+    vector = perturb_(vector.double(), 0.3, seed=1)
+    z, log_det = vector(v.double())
+    assert log_det.abs().min() > 1e-3
+    torch.testing.assert_close(log_det, autograd_log_det(vector, v.double()), rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(vector.inverse(z), v.double(), rtol=0, atol=1e-9)
+
+    image = ImageRealNVP(1, 8, num_scales=2, hidden_channels=6, num_blocks=1, layout=layout, actnorm=layout == "glow",
+                         permutation="conv1x1" if layout == "glow" else "none", coupling="spline", num_bins=4)
+    x = torch.randn(2, 1, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    image = perturb_(image.double(), 0.1, seed=2).eval()
+    z, log_det = image(x)
+    assert z.shape == x.shape and log_det.abs().min() > 1e-3
+    torch.testing.assert_close(log_det, autograd_log_det(image, x), rtol=1e-8, atol=1e-8)
+    torch.testing.assert_close(image.inverse(z), x, rtol=0, atol=1e-9)
+    assert any(isinstance(m, SplineCoupling) for m in image.modules())
+    assert not any(isinstance(m, AffineCoupling) for m in image.modules())
+
+
+def test_spline_flow_in_float32_inverts_to_1e5_and_runs_its_splines_in_float32_under_autocast():
+    flow = perturb_(VectorRealNVP(2, 6, coupling="spline", num_bins=8), 0.05, seed=4)
+    v = torch.randn(256, 2)
+    z, _ = flow(v)
+    torch.testing.assert_close(flow.inverse(z), v, rtol=0, atol=1e-5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        z16, log_det16 = flow(v)
+    assert z16.dtype == torch.float32 and log_det16.dtype == torch.float32
+    torch.testing.assert_close(z16, z, rtol=0, atol=0.05)
+
+
+def test_coupling_choice_is_checked_and_a_wrong_net_size_says_what_it_needs():
+    with pytest.raises(ValueError, match="coupling must be 'affine' or 'spline'"):
+        VectorRealNVP(2, 4, coupling="rqs")
+    with pytest.raises(ValueError, match="coupling must be 'affine' or 'spline'"):
+        ImageRealNVP(1, 8, coupling="neural")
+    layer = SplineCoupling(half_mask(2), mlp(2, [8], 2 * 2, "relu"), num_bins=4)
+    with pytest.raises(ValueError, match=r"2 x 11 = 22 channels"):
+        layer(torch.randn(3, 2))
+    with pytest.raises(ValueError, match="num_bins"):
+        SplineCoupling(half_mask(2), mlp(2, [8], 2, "relu"), num_bins=0)
