@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_gen.data.toy import make_mixture
+from lightning_gen.metrics import ToyModeMetrics
 from lightning_gen.modules.flow import RealNVP
 from lightning_gen.nets.flows import ImageRealNVP, VectorRealNVP, squeeze2d
 
@@ -165,6 +166,44 @@ def test_toy_ring_nll_approaches_the_entropy_floor():
     with torch.no_grad():
         nll = float(-model.log_prob(held_out).mean())
     assert floor - 0.05 <= nll <= floor + TOY_TOLERANCE, (nll, floor)
+
+
+# Spline couplings (Durkan et al. 2019) make the grid's sharp modes where affine ones cannot: 8 couplings of 16 bins
+# with 2x64 MLPs, 200 steps of batch 256 at Adam 3e-3 (about 4 s on one CPU thread) reach 25/25 modes, 87 % high
+# quality and a held-out NLL 0.13-0.15 nats above the grid's floor at seeds 0-2 (measured); the same flow with affine
+# couplings stays 4.2 nats above it, with no mode covered. The bounds leave room for other seeds and platforms.
+SPLINE_GRID_STEPS, SPLINE_GRID_GAP = 200, 0.4
+
+
+@pytest.mark.slow
+def test_spline_couplings_fit_the_sharp_grid_modes_to_near_the_entropy_floor():
+    torch.manual_seed(0)
+    mixture = make_mixture("grid")
+    held_out = mixture.sample(20_000, generator=torch.Generator().manual_seed(1))[0].float()
+    floor = float(-mixture.log_prob(held_out.double()).mean())
+    model = RealNVP(VectorRealNVP(2, 8, (64, 64), activation="silu", coupling="spline", num_bins=16))
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, SPLINE_GRID_STEPS)
+    g = torch.Generator().manual_seed(2)
+    for step in range(SPLINE_GRID_STEPS):
+        loss, _ = model.training_loss(mixture.sample(256, generator=g)[0].float())
+        optimizer.zero_grad()
+        loss.backward()
+        if step == 1:  # every parameter of every spline coupling receives a gradient (at step 0 the zero-initialized
+            # last layers block the gradient to the layers before them)
+            assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+        optimizer.step()
+        schedule.step()
+    with torch.no_grad():
+        nll = float(-model.log_prob(held_out).mean())
+    assert floor - 0.05 <= nll <= floor + SPLINE_GRID_GAP, (nll, floor)
+    metric = ToyModeMetrics(mixture.modes, mixture.std)
+    metric.update(model.sample(2500, generator=torch.Generator().manual_seed(3)))
+    scores = metric.compute()
+    assert scores["modes_covered"] == 25 and 75.0 <= float(scores["hq_percent"]) <= 100.0, scores
+    nets = model.sharding_units()  # sharded training shards the spline couplings' conditioners too
+    assert len(nets) == 8 and all(net is coupling.net for net, coupling in zip(nets, model.flow.couplings))
 
 
 def test_actnorm_init_under_ddp_uses_every_ranks_batch_and_is_the_same_on_both_ranks(likelihood_ddp_runs):

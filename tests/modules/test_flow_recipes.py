@@ -27,22 +27,24 @@ def _latest_metrics(root: Path) -> str:
     return sorted(root.rglob("metrics.csv"), key=lambda p: p.stat().st_mtime)[-1].read_text()
 
 
-def _check_loaded_model(last: Path, shape: tuple[int, ...]) -> None:
+def _check_loaded_model(last: Path, shape: tuple[int, ...]) -> lightning_gen.RealNVP:
     model = lightning_gen.load_model(last)
     assert isinstance(model, lightning_gen.RealNVP)
     g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
     a = model.sample(5, generator=g())
     assert a.shape == (5, *shape)
     torch.testing.assert_close(a, model.sample(5, generator=g()), rtol=0, atol=0)
+    return model
 
 
 def test_recipes_exist():
     names = sorted(p.name for p in CONFIGS.glob("*.yaml"))
-    assert names == ["mnist.yaml", "tabular.yaml", "toy_grid.yaml", "toy_ring.yaml"]  # tabular: tests/data/
+    assert names == ["mnist.yaml", "tabular.yaml", "toy_grid.yaml", "toy_grid_spline.yaml", "toy_ring.yaml",
+                     "toy_ring_spline.yaml"]  # tabular: tests/data/
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["toy_grid", "toy_ring"])
+@pytest.mark.parametrize("name", ["toy_grid", "toy_ring", "toy_grid_spline", "toy_ring_spline"])
 def test_toy_recipe_fits_tests_predicts_and_loads(name, tmp_path):
     args = [
         *_common(CONFIGS / f"{name}.yaml", tmp_path),
@@ -69,7 +71,9 @@ def test_toy_recipe_fits_tests_predicts_and_loads(name, tmp_path):
     main(["predict", *args, f"--ckpt_path={last}"])
     samples = torch.load(next(tmp_path.rglob("samples.pt")), weights_only=True)
     assert samples.shape == (2500, 2) and torch.isfinite(samples).all()
-    _check_loaded_model(last, (2,))
+    model = _check_loaded_model(last, (2,))
+    kinds = {type(m).__name__ for m in model.flow.modules()}
+    assert ("SplineCoupling" in kinds) == name.endswith("_spline") and ("AffineCoupling" in kinds) != ("SplineCoupling" in kinds)
 
 
 @pytest.mark.slow
