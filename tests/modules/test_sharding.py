@@ -1,10 +1,10 @@
-"""Sharded training (``ModelParallelStrategy`` with FSDP2 ``fully_shard`` per net) of the single-objective families
-on 2 CPU processes (gloo): tests/scripts/fsdp_likelihood.py trains the VAE, a denoising autoencoder, DDPM, guided
-DDPM and a score model (the last three with EMA) and two RealNVP flows (one with Glow's ActNorm and 1x1
-convolutions) under DDP and sharded from the same seed; sharded training must end where DDP ends, its full-state-dict checkpoint
-must load into a plain model (a folder of shards too), resuming it must go on as DDP does, and pictures and metrics
-must sample on every rank. RealNVP shards only its coupling nets. The RBM, the adversarial games and a
-tensor-parallel layout are refused with errors that say what to use."""
+"""Sharded training (``ModelParallelStrategy`` with FSDP2 ``fully_shard`` per net) of the single-objective families on
+2 CPU processes (gloo): tests/scripts/fsdp_likelihood.py trains the VAE, a denoising autoencoder, DDPM, guided DDPM
+and a score model (the last three with EMA) and three RealNVP flows (one with spline couplings, one with Glow's
+ActNorm and 1x1 convolutions) under DDP and sharded from the same seed; sharded training must end where DDP ends,
+its full-state-dict checkpoint must load into a plain model (a folder of shards too), resuming it must go on as DDP
+does, and pictures and metrics must sample on every rank. RealNVP shards only its coupling nets. The RBM, the
+adversarial games and a tensor-parallel layout are refused with errors that say what to use."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def _assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], what: s
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case", ["vae", "ddpm", "score", "guided", "dae", "realnvp", "glow"])
+@pytest.mark.parametrize("case", ["vae", "ddpm", "score", "guided", "dae", "realnvp", "spline", "glow"])
 def test_sharded_training_ends_where_ddp_ends_with_every_net_sharded(case, sharded_runs):
     """Same seed, same per-rank shards and noise: gathered sharded weights (the DDPM's EMA too) equal DDP's."""
     ddp, sharded = _load(sharded_runs, f"{case}_ddp"), _load(sharded_runs, f"{case}_sharded")
@@ -49,9 +49,11 @@ def test_sharded_training_ends_where_ddp_ends_with_every_net_sharded(case, shard
     params = sharded[0]["sharded"]
     if case in ("vae", "dae"):  # every net's parameters are sharded
         assert {k.split(".")[0] for k in params} == {"encoder", "decoder"}
-    elif case in ("realnvp", "glow"):  # the coupling nets are sharded; the coupling scales, ActNorm, 1x1 convs not
+    elif case in ("realnvp", "spline", "glow"):  # coupling nets sharded; coupling scales, ActNorm, 1x1 convs whole
         whole = [k for k in sharded[0]["state_dict"] if k not in params]
-        assert params and all(".net." in k for k in params) and any(k.endswith(".scale") for k in whole)
+        assert params and all(".net." in k for k in params)
+        assert any(k.endswith(".scale") for k in whole) == (case != "spline")  # spline couplings have no scale
+        assert case != "spline" or all(k.endswith(".mask") for k in whole)
         if case == "glow":
             assert any(k.endswith(".log_scale") for k in whole) and any(k.endswith(".lower") for k in whole)
     else:  # the net and its EMA copy, sharded alike

@@ -1,15 +1,13 @@
-"""Train the VAE and DDPM (with EMA) cases of resume_case.py, a score model and a guided DDPM (with EMA), a
-denoising autoencoder and two RealNVP flows (one with Glow's ActNorm and 1x1 convolutions, on images) on 2 CPU
-processes, first under ``strategy="ddp"``, then sharded (``ModelParallelStrategy``: FSDP2 ``fully_shard`` per net,
-gloo), from the same seed; each rank saves the full (gathered) state of both runs, and the sharded run's checkpoint
-(a full state dict, written by rank 0; the VAE's also as the strategy's default folder of shards). The DDPM
-checkpoint is then resumed for 10 more steps under both strategies. A sharded DDPM run with a toy scatter plot
-and toy metrics (sampling is collective there) logs to ``OUT/pictures/version_0``.
-
-Run as a script (Lightning re-launches it for rank 1): ``python tests/scripts/fsdp_likelihood.py OUT_DIR``.
-Also refused under sharding, each with its error saved: the RBM, a GAN and the strategy's default (tensor-parallel)
-layout (``OUT/refused_<case>_rank<r>.txt``).
-"""
+"""Train the VAE and DDPM (with EMA) cases of resume_case.py, a score model and a guided DDPM (with EMA), a denoising
+autoencoder and three RealNVP flows (one with spline couplings, one with Glow's ActNorm and 1x1 convolutions, on
+images) on 2 CPU processes, first under ``strategy="ddp"``, then sharded (``ModelParallelStrategy``: FSDP2
+``fully_shard`` per net, gloo), from the same seed; each rank saves the full (gathered) state of both runs, and the
+sharded run's checkpoint (a full state dict, written by rank 0; the VAE's also as the strategy's default folder of
+shards). The DDPM checkpoint is then resumed for 10 more steps under both strategies. A sharded DDPM run with a toy
+scatter plot and toy metrics (sampling is collective there) logs to ``OUT/pictures/version_0``. Run as a script
+(Lightning re-launches it for rank 1): ``python tests/scripts/fsdp_likelihood.py OUT_DIR``. Also refused under
+sharding, each with its error saved: the RBM, a GAN and the strategy's default (tensor-parallel) layout
+(``OUT/refused_<case>_rank<r>.txt``)."""
 
 from __future__ import annotations
 
@@ -42,6 +40,7 @@ MODELS = {
     "dae": lambda: DenoisingAutoencoder(MLPEncoder(2, 2, (16,)), MLPDecoder(2, 2, (16,)), noise_std=0.2,
                                         data_range=None),
     "realnvp": lambda: RealNVP(VectorRealNVP(2, num_couplings=4, hidden_dims=(16,))),
+    "spline": lambda: RealNVP(VectorRealNVP(2, num_couplings=4, hidden_dims=(16,), coupling="spline", num_bins=4)),
     # Glow's layers on 1 x 4 x 4 images: ActNorm's data-dependent init (pooled over the ranks) and 1x1 convolutions
     # stay whole, the coupling nets are sharded
     "glow": lambda: RealNVP(ImageRealNVP(1, 4, num_scales=1, hidden_channels=4, num_blocks=1, actnorm=True,
@@ -105,7 +104,7 @@ def _fit(model: L.LightningModule, strategy, out: Path, name: str, ckpt_path: Op
 
 def main(out: Path) -> None:
     torch.set_num_threads(1)
-    for case in ("vae", "ddpm", "score", "guided", "dae", "realnvp", "glow"):
+    for case in ("vae", "ddpm", "score", "guided", "dae", "realnvp", "spline", "glow"):
         L.seed_everything(5)
         _fit(MODELS[case](), "ddp", out, f"{case}_ddp")
         L.seed_everything(5)
