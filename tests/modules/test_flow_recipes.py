@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import runpy
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 import lightning_gen
 from lightning_gen.cli import main
@@ -39,8 +41,35 @@ def _check_loaded_model(last: Path, shape: tuple[int, ...]) -> lightning_gen.Rea
 
 def test_recipes_exist():
     names = sorted(p.name for p in CONFIGS.glob("*.yaml"))
-    assert names == ["mnist.yaml", "tabular.yaml", "toy_grid.yaml", "toy_grid_spline.yaml", "toy_ring.yaml",
-                     "toy_ring_spline.yaml"]  # tabular: tests/data/
+    assert names == ["mnist.yaml", "tabular.yaml", "tabular_spline.yaml", "toy_grid.yaml", "toy_grid_spline.yaml",
+                     "toy_ring.yaml", "toy_ring_spline.yaml"]  # tabular: tests/data/ and below
+
+
+def test_spline_recipes_differ_from_their_affine_recipes_only_in_the_flow_and_the_steps():
+    for name in ("toy_grid", "toy_ring", "tabular"):
+        affine, spline = (yaml.safe_load((CONFIGS / f"{n}.yaml").read_text()) for n in (name, f"{name}_spline"))
+        assert spline["data"]["class_path"] == affine["data"]["class_path"]
+        assert spline["data"]["init_args"]["batch_size"] >= affine["data"]["init_args"]["batch_size"]
+        flow = spline["model"]["init_args"]["flow"]["init_args"]
+        assert flow["coupling"] == "spline" and flow["num_bins"] >= 8 and flow["tail_bound"] == 5.0
+        assert flow["dim"] == affine["model"]["init_args"]["flow"]["init_args"]["dim"]
+        assert "coupling" not in affine["model"]["init_args"]["flow"]["init_args"]  # the affine default
+        assert spline["trainer"]["max_steps"] < affine["trainer"]["max_steps"]
+
+
+@pytest.mark.slow
+def test_tabular_spline_recipe_fits_and_predicts_in_data_units(tmp_path):
+    events = runpy.run_path(str(ROOT / "examples" / "make_events.py"))
+    table = events["main"]([f"--out={tmp_path / 'events.csv'}", "--num=1000", "--seed=3"])
+    args = [f"--config={CONFIGS / 'tabular_spline.yaml'}", f"--data.path={table}", f"--trainer.default_root_dir={tmp_path}",
+            "--trainer.logger=false", "--trainer.enable_progress_bar=false", "--model.flow.init_args.num_couplings=2",
+            "--model.flow.init_args.hidden_dims=[16]", "--data.predict_size=500", "--trainer.limit_val_batches=1"]
+    main(["fit", *args, "--trainer.max_steps=5"])
+    last = next(tmp_path.rglob("last.ckpt"))
+    main(["predict", *args, f"--ckpt_path={last}"])
+    samples = torch.load(tmp_path / "samples.pt", weights_only=True)
+    assert samples.shape == (500, 6) and torch.isfinite(samples).all()
+    assert 20.0 < float(samples[:, 0].mean()) < 60.0  # pT1 in GeV (data units), not standardised
 
 
 @pytest.mark.slow
