@@ -124,7 +124,8 @@ class ToyScatterCallback(L.Callback):
             lo, hi = pts.min(0).values, pts.max(0).values
             pad = 0.1 * (hi - lo).clamp_min(1e-3)
             lo, hi = lo - pad, hi + pad
-            if hasattr(pl_module, "discriminate") and modes.shape[1] == 2:
+            heat_map = hasattr(pl_module, "discriminate") and modes.shape[1] == 2
+            if heat_map:
                 xs = torch.linspace(lo[0], hi[0], self.resolution)
                 ys = torch.linspace(lo[1], hi[1], self.resolution)
                 gx, gy = torch.meshgrid(xs, ys, indexing="xy")
@@ -132,7 +133,9 @@ class ToyScatterCallback(L.Callback):
                 score = pl_module.discriminate(grid).float().cpu().reshape(self.resolution, self.resolution)
                 mesh = ax.pcolormesh(gx.numpy(), gy.numpy(), score.numpy(), shading="auto", cmap="viridis")
                 fig.colorbar(mesh, ax=ax, label="discriminator score")
-            ax.scatter(samples[:, 0], samples[:, 1], s=2, c="white", edgecolors="none", alpha=0.7, label="samples")
+            # white dots show on the heat map; without one (flows, diffusion, VAEs) they need a dark colour
+            ax.scatter(samples[:, 0], samples[:, 1], s=2, c="white" if heat_map else "tab:blue", edgecolors="none",
+                       alpha=0.7, label="samples")
             ax.scatter(modes[:, 0], modes[:, 1], s=60, facecolors="none", edgecolors="red", linewidths=1.0, label="modes")
             ax.set_xlim(lo[0], hi[0])
             ax.set_ylim(lo[1], hi[1])

@@ -76,6 +76,24 @@ def test_scatter_picture_is_saved_without_a_logger_and_shows_the_samples(tmp_pat
     np.testing.assert_array_equal(np.asarray(Image.open(path).convert("RGB")), image)
 
 
+def test_scatter_without_a_discriminator_draws_the_samples_in_a_visible_colour():
+    # flows, diffusion and VAEs have no heat map behind the samples: white dots on the white figure were invisible
+    data = ToyGaussiansDataModule(mixture="grid")
+
+    class NoCritic(GenerativeModule):
+        def __init__(self, mixture) -> None:
+            super().__init__()
+            self.mixture = mixture
+
+        sample = PerfectSampler.sample
+
+    model = NoCritic(data.mixture)
+    assert not hasattr(model, "discriminate")
+    image = ToyScatterCallback(num_samples=2000).render(model, data.mixture.modes).astype(int)
+    blue = (np.abs(image - np.array([31, 119, 180])).sum(-1) < 120).sum()  # matplotlib's tab:blue, alpha-blended
+    assert blue > 500, blue
+
+
 def test_log_image_goes_to_csv_log_dir_and_to_wandb(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     image = np.zeros((8, 8, 3), dtype=np.uint8)
