@@ -49,7 +49,8 @@ def test_python_built_cyclegan_checkpoint_loads_and_translates_as_before():
         discriminator_b=PatchGANDiscriminator(3, 8, num_layers=2),
     )
     x = torch.linspace(-1, 1, 2 * 3 * 16 * 16).reshape(2, 3, 16, 16)
-    torch.testing.assert_close(model.translate(x), ckpt["expected_translation"], rtol=0, atol=0)
+    # Convolutions may take another kernel on another CPU (a few 1e-6 apart); wrong or missing weights are ~0.1 off.
+    torch.testing.assert_close(model.translate(x), ckpt["expected_translation"], rtol=1e-4, atol=2e-5)
     assert int(model.pool_a.num_stored) == 4  # the image pools came back too
 
 
