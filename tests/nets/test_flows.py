@@ -232,7 +232,6 @@ def test_default_image_flow_keeps_the_parameters_of_earlier_versions_and_options
         ImageRealNVP(1, 28, num_scales=3, layout="glow")
 
 
-
 # -- spline couplings (Durkan et al. 2019) ----------------------------------------------------------------------------
 @pytest.mark.parametrize("kind", ["half", "checkerboard", "channel"])
 def test_spline_coupling_log_det_matches_autograd_and_inverse_recovers_input(kind):
